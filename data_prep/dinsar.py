@@ -1,0 +1,184 @@
+"""NumPy DInSAR functions for a co-registered complex SLC pair.
+
+The SNAP-free processing backend: the simulator runs its synthetic SLC pair
+through these functions so that its bands carry the estimator bias and the
+unwrapping errors of real products, and a user with a co-registered pair from
+any processor can run them on real data.
+
+Phase convention (DATA_SPEC): ``phase = 4 pi / wavelength * (R_post - R_pre)``.
+With the usual SLC model ``s = a * exp(-i 4 pi R / wavelength)`` this is the
+phase of ``pre * conj(post)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+from scipy import ndimage
+
+from insarslide.spec import S1_WAVELENGTH_M
+
+
+def wrap(phase_rad: np.ndarray) -> np.ndarray:
+    """Wrap into [-pi, pi)."""
+    return (phase_rad + np.pi) % (2 * np.pi) - np.pi
+
+
+def multilook(values: np.ndarray, looks_az: int, looks_rg: int) -> np.ndarray:
+    """Average non-overlapping blocks of ``looks_az x looks_rg`` pixels (edge rows/cols that do not fill a block are dropped)."""
+    h = values.shape[0] // looks_az * looks_az
+    w = values.shape[1] // looks_rg * looks_rg
+    blocks = values[:h, :w].reshape(h // looks_az, looks_az, w // looks_rg, looks_rg)
+    return blocks.mean(axis=(1, 3))
+
+
+def interferogram(pre: np.ndarray, post: np.ndarray, looks_az: int = 1, looks_rg: int = 1) -> np.ndarray:
+    """Complex (multilooked) interferogram ``pre * conj(post)``."""
+    return multilook(pre * np.conj(post), looks_az, looks_rg)
+
+
+def intensity(slc: np.ndarray, looks_az: int = 1, looks_rg: int = 1) -> np.ndarray:
+    """Multilooked backscatter intensity, linear power."""
+    return multilook((slc.real**2 + slc.imag**2).astype(np.float32), looks_az, looks_rg)
+
+
+def coherence(
+    pre: np.ndarray, post: np.ndarray, looks_az: int = 1, looks_rg: int = 1, window: int = 5
+) -> np.ndarray:
+    """Coherence magnitude: boxcar estimate over ``window x window`` multilooked pixels.
+
+    The sample estimator is biased upwards at low coherence, as in SNAP's, which
+    is intended: the simulator's coherence band should carry that bias.
+    """
+    cross = interferogram(pre, post, looks_az, looks_rg)
+    p1 = intensity(pre, looks_az, looks_rg)
+    p2 = intensity(post, looks_az, looks_rg)
+    size = (window, window)
+    num_re = ndimage.uniform_filter(cross.real, size, mode="reflect")
+    num_im = ndimage.uniform_filter(cross.imag, size, mode="reflect")
+    den = np.sqrt(ndimage.uniform_filter(p1, size, mode="reflect") * ndimage.uniform_filter(p2, size, mode="reflect"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma = np.hypot(num_re, num_im) / den
+    return np.clip(np.nan_to_num(gamma, nan=0.0), 0.0, 1.0).astype(np.float32)
+
+
+def goldstein_filter(igram: np.ndarray, alpha: float = 1.0, fft_size: int = 64, smooth: int = 3) -> np.ndarray:
+    """Goldstein-Werner adaptive filter (SNAP's GoldsteinPhaseFiltering, fixed alpha).
+
+    Overlapping ``fft_size`` blocks (step ``fft_size // 2``) are weighted in the
+    frequency domain by their own smoothed spectral magnitude to the power
+    ``alpha`` and recombined with a triangular window, all blocks at once.
+    """
+    if alpha <= 0:
+        return igram.copy()
+    step = fft_size // 2
+    h, w = igram.shape
+    pad_h = (-(h - fft_size) % step) if h > fft_size else fft_size - h
+    pad_w = (-(w - fft_size) % step) if w > fft_size else fft_size - w
+    padded = np.pad(igram.astype(np.complex64), ((0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 1 else "edge")
+    ph, pw = padded.shape
+    rows = range(0, ph - fft_size + 1, step)
+    cols = range(0, pw - fft_size + 1, step)
+    taper1d = 1.0 - np.abs(np.arange(fft_size) - (fft_size - 1) / 2) / (fft_size / 2)
+    taper = np.outer(taper1d, taper1d).astype(np.float32)
+    out = np.zeros_like(padded)
+    weight = np.zeros(padded.shape, dtype=np.float32)
+    for r in rows:
+        strip = np.stack([padded[r:r + fft_size, c:c + fft_size] for c in cols])
+        spectrum = np.fft.fft2(strip)
+        magnitude = ndimage.uniform_filter(np.abs(spectrum), size=(1, smooth, smooth), mode="wrap")
+        peak = magnitude.max(axis=(1, 2), keepdims=True)
+        magnitude = np.where(peak > 0, magnitude / np.where(peak > 0, peak, 1), 0)
+        filtered = np.fft.ifft2(spectrum * magnitude**alpha).astype(np.complex64)
+        for k, c in enumerate(cols):
+            out[r:r + fft_size, c:c + fft_size] += filtered[k] * taper
+            weight[r:r + fft_size, c:c + fft_size] += taper
+    out /= np.maximum(weight, 1e-12)
+    return out[:h, :w]
+
+
+def unwrap(
+    igram: np.ndarray,
+    corr: np.ndarray,
+    nlooks: float,
+    *,
+    mask: np.ndarray | None = None,
+    cost: str = "smooth",
+    init: str = "mcf",
+    ntiles: tuple[int, int] = (1, 1),
+    tile_overlap: int = 0,
+    nproc: int = 1,
+    quiet: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unwrap with SNAPHU (PyPI ``snaphu``); NaN where masked or where the input was NaN.
+
+    Returns ``(unwrapped_phase_rad float32, connected_components uint32)``.
+    """
+    import snaphu
+
+    igram = np.asarray(igram)
+    bad = ~np.isfinite(igram) | ~np.isfinite(corr)
+    if mask is not None:
+        bad |= ~np.asarray(mask, dtype=bool)
+    clean = np.where(bad, 0, igram).astype(np.complex64)
+    corr_clean = np.clip(np.where(bad, 0, corr), 0, 1).astype(np.float32)
+    keep = (~bad).astype(np.uint8)
+    if not keep.any():
+        return np.full(igram.shape, np.nan, np.float32), np.zeros(igram.shape, np.uint32)
+    with _silenced(quiet):
+        unw, conncomp = snaphu.unwrap(
+            clean, corr_clean, nlooks=float(nlooks), cost=cost, init=init, mask=keep,
+            ntiles=ntiles, tile_overlap=tile_overlap, nproc=nproc,
+        )
+    unw = np.asarray(unw, dtype=np.float32)
+    unw[bad] = np.nan
+    return unw, np.asarray(conncomp, dtype=np.uint32)
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool):
+    """Silence the SNAPHU binary's own stdout (it writes to the file descriptor, not to sys.stdout)."""
+    if not quiet:
+        yield
+        return
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(devnull)
+        os.close(saved)
+
+
+def phase_to_displacement(unwrapped_phase_rad: np.ndarray, wavelength_m: float = S1_WAVELENGTH_M) -> np.ndarray:
+    """Line-of-sight displacement in metres, positive towards the satellite (SNAP's formula)."""
+    return (-wavelength_m / (4 * np.pi) * unwrapped_phase_rad).astype(np.float32)
+
+
+def phase_std_theory(gamma: float, looks: int, samples: int = 4001) -> float:
+    """Standard deviation (rad) of multilooked interferometric phase for coherence ``gamma`` and ``looks`` looks.
+
+    Numerical integration of the phase PDF of Lee et al. (1994), eq. 12, in its
+    hypergeometric form ``pdf = G(L+1/2)(1-g^2)^L b / (2 sqrt(pi) G(L)(1-b^2)^(L+1/2)) + (1-g^2)^L / (2 pi) 2F1(L, 1; 1/2; b^2)``
+    with ``b = g cos(phi)``.
+    """
+    from scipy.special import gammaln, hyp2f1
+
+    phi = np.linspace(-np.pi, np.pi, samples)
+    beta = gamma * np.cos(phi)
+    term1 = (
+        np.exp(gammaln(looks + 0.5) - gammaln(looks)) * (1 - gamma**2) ** looks * beta
+        / (2 * math.sqrt(math.pi) * (1 - beta**2) ** (looks + 0.5))
+    )
+    term2 = (1 - gamma**2) ** looks / (2 * np.pi) * hyp2f1(looks, 1, 0.5, beta**2)
+    pdf = term1 + term2
+    pdf /= np.trapezoid(pdf, phi)
+    return float(np.sqrt(np.trapezoid(phi**2 * pdf, phi)))

@@ -1,0 +1,197 @@
+"""The LightningDataModule over a patch data set (``data=`` config group).
+
+Order of operations, as in the thesis: split the stored patches, then (on the
+training split only) oversample small landslides, smooth labels, augment and
+sample. Normalisation statistics come from valid pixels of the training
+split; the LightningModule stores them in its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from insarslide.augment import Augmenter
+from insarslide.normalization import band_statistics
+from insarslide.oversample import NoOversampling, Sample, SmallLandslideOversampler, apply_crop
+from insarslide.patchstore import DATASET_FILE, PatchStore
+from insarslide.samplers import UniformSampler
+from insarslide.smoothing import SoftLabelCache
+from insarslide.spec import band_indices, check_band_names
+from insarslide.splits import RandomSplit
+
+log = logging.getLogger(__name__)
+
+
+class PatchDataset(Dataset):
+    """Samples of a :class:`PatchStore`: dict of ``bands`` (C,P,P, NaN kept), ``target`` (soft or hard),
+    ``landslide`` (hard labels for metrics), ``valid``, and ``index`` (row of the patch table)."""
+
+    def __init__(self, store: PatchStore, samples: Sequence[Sample], band_idx: Sequence[int],
+                 soft_labels: SoftLabelCache | None = None, augment: Augmenter | None = None, crop_size: int = 128):
+        self.store = store
+        self.samples = list(samples)
+        self.band_idx = list(band_idx)
+        self.soft_labels = soft_labels
+        self.augment = augment
+        self.crop_size = crop_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def landslide_pixels(self) -> np.ndarray:
+        """Landslide pixel count of each sample (crops count what lies inside the crop)."""
+        counts = self.store.table["landslide_pixels"].to_numpy()
+        out = np.empty(len(self.samples), dtype=np.int64)
+        for k, s in enumerate(self.samples):
+            if s.crop is None:
+                out[k] = counts[s.patch]
+            else:
+                landslide, valid = self.store.read_labels(s.patch)
+                (cropped,), new_valid = apply_crop([landslide], valid, s.crop, self.crop_size)
+                out[k] = int((cropped.astype(bool) & new_valid.astype(bool)).sum())
+        return out
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        sample = self.samples[k]
+        bands, landslide, valid = self.store.read(sample.patch, self.band_idx)
+        target = self.soft_labels.get(sample.patch) if self.soft_labels is not None else landslide.astype(np.float32)
+        if sample.crop is not None:
+            (bands, landslide, target), valid = apply_crop([bands, landslide, target], valid, sample.crop, self.crop_size)
+        if self.augment is not None:
+            bands, (landslide, target, valid) = self.augment(bands, [landslide, target, valid])
+        return {
+            "bands": torch.from_numpy(np.ascontiguousarray(bands, dtype=np.float32)),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
+            "landslide": torch.from_numpy(np.ascontiguousarray(landslide, dtype=np.uint8)),
+            "valid": torch.from_numpy(np.ascontiguousarray(valid, dtype=np.uint8)),
+            "index": sample.patch,
+        }
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    dataset = info.dataset if info is not None else None
+    if isinstance(dataset, PatchDataset) and dataset.augment is not None:
+        dataset.augment.reseed(torch.initial_seed() % 2**32)
+
+
+class PatchDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        bands: Sequence[str],
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        split: Any = None,
+        sampler: Any = None,
+        oversample: Any = None,
+        smoothing_sigma: float = 0.0,
+        augment: Augmenter | None = None,
+        cache_dir: str | None = None,
+        synthetic: Mapping[str, Any] | None = None,
+        patch_size: int = 256,
+        seed: int = 42,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.bands = check_band_names(bands)
+        self.band_idx = band_indices(self.bands)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.splitter = split if split is not None else RandomSplit(seed=seed)
+        self.sampler = sampler if sampler is not None else UniformSampler()
+        self.oversampler = oversample if oversample is not None else NoOversampling()
+        self.smoothing_sigma = float(smoothing_sigma)
+        self.augment = augment.with_bands(self.bands) if augment is not None else None
+        self.cache_dir = cache_dir
+        self.synthetic = synthetic
+        self.patch_size = patch_size
+        self.seed = seed
+        self.store: PatchStore | None = None
+        self.split_labels: np.ndarray | None = None
+        self.band_mean: np.ndarray | None = None
+        self.band_std: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- setup
+    def prepare_data(self) -> None:
+        """Build the embedded synthetic data set when ``root`` holds none and ``synthetic`` is configured."""
+        if (self.root / DATASET_FILE).is_file():
+            return
+        if not self.synthetic:
+            raise FileNotFoundError(f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one with "
+                                    f"'python -m data_prep.patches scenes_dir=... out_dir={self.root}'")
+        from data_prep.patches import build_patches
+        from data_prep.simulate import simulate_dataset
+
+        scenes_dir = Path(self.synthetic["out_dir"])
+        log.info("no data set in %s: simulating %s scene(s) into %s", self.root, self.synthetic["n_scenes"], scenes_dir)
+        scenes = simulate_dataset(self.synthetic, scenes_dir)
+        report = build_patches(scenes, self.root, patch_size=self.patch_size, n_jobs=1)
+        if report.failures:
+            raise RuntimeError(f"building the synthetic data set failed: {report.failures}")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.store is not None:
+            return
+        self.store = PatchStore(self.root)
+        if self.store.patch_size != self.patch_size:
+            log.warning("data set %s has %d px patches; data.patch_size is %d", self.root, self.store.patch_size, self.patch_size)
+        if len(self.store) == 0:
+            raise ValueError(f"{self.root}: the patch data set is empty")
+        self.split_labels = np.asarray(self.splitter.assign(self.store.table))
+        for name in ("train", "val", "test"):
+            if not (self.split_labels == name).any():
+                raise ValueError(f"{self.root}: split '{getattr(self.splitter, 'name', self.splitter)}' leaves the "
+                                 f"{name} set empty ({len(self.store)} patches); use more data or other fractions")
+        train = np.flatnonzero(self.split_labels == "train")
+        pixels = self.store.table["landslide_pixels"].to_numpy()
+        samples = self.oversampler.samples(train, pixels, self.store.read_labels)
+        self.counts = {"train_patches": int(train.size), "train_samples": len(samples),
+                       "val_patches": int((self.split_labels == "val").sum()),
+                       "test_patches": int((self.split_labels == "test").sum())}
+        log.info("split: %s", self.counts)
+        if self.band_mean is None:
+            self.band_mean, self.band_std = band_statistics(self.store, train, self.band_idx)
+        soft = None
+        if self.smoothing_sigma > 0:
+            soft = SoftLabelCache(self.store, self.smoothing_sigma, self.cache_dir)
+            soft.build()
+        crop = getattr(self.oversampler, "crop_size", 128)
+        self.train_set = PatchDataset(self.store, samples, self.band_idx, soft, self.augment, crop)
+        self.val_set = PatchDataset(self.store, [Sample(int(i)) for i in np.flatnonzero(self.split_labels == "val")], self.band_idx)
+        self.test_set = PatchDataset(self.store, [Sample(int(i)) for i in np.flatnonzero(self.split_labels == "test")], self.band_idx)
+
+    def split_table(self) -> pd.DataFrame:
+        """Which patch went where: event, position and split of every stored patch."""
+        table = self.store.table[["event_id", "region", "index", "row", "col", "landslide_pixels"]].copy()
+        table["split"] = self.split_labels
+        return table
+
+    # ----------------------------------------------------------- dataloaders
+    def _loader(self, dataset: PatchDataset, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, worker_init_fn=_worker_init,
+                          generator=torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None)
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self.sampler.build(self.train_set.landslide_pixels(), self.seed)
+        return self._loader(self.train_set, self.batch_size, shuffle=True, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)

@@ -1,0 +1,116 @@
+"""Pixel metrics of the landslide class and the validation threshold sweep.
+
+One implementation for training, evaluation, reports and notebooks. Invalid
+pixels never count. The sweep keeps two histograms (landslide and background
+pixels) of how many grid thresholds each probability reaches, so that the
+confusion counts at every threshold come out of one pass over the predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchmetrics import Metric
+
+
+@dataclass
+class Scores:
+    precision: float
+    recall: float
+    f1: float
+    iou: float
+    tp: int
+    fp: int
+    fn: int
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": float(getattr(self, k)) for k in ("precision", "recall", "f1", "iou")}
+
+
+def scores_from_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Precision, recall, F1 and IoU from (broadcastable) confusion counts; 0 where undefined."""
+    tp, fp, fn = (t.to(torch.float64) for t in (tp, fp, fn))
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp_min(1), torch.zeros_like(num))
+
+    return {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn), "iou": ratio(tp, tp + fp + fn)}
+
+
+def confusion_counts(probability: torch.Tensor, landslide: torch.Tensor, valid: torch.Tensor,
+                     threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TP, FP, FN at one threshold (prediction: probability >= threshold), valid pixels only."""
+    mask = valid.bool()
+    pred = (probability >= threshold) & mask
+    truth = landslide.bool() & mask
+    return (pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum()
+
+
+class BinaryScores(Metric):
+    """Confusion counts at a fixed threshold, accumulated over batches (and DDP ranks)."""
+
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5):
+        super().__init__()
+        self.threshold = threshold
+        for name in ("tp", "fp", "fn"):
+            self.add_state(name, default=torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probability: torch.Tensor, landslide: torch.Tensor, valid: torch.Tensor) -> None:
+        tp, fp, fn = confusion_counts(probability, landslide, valid, self.threshold)
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+
+    def compute(self) -> Scores:
+        s = scores_from_counts(self.tp, self.fp, self.fn)
+        return Scores(**{k: float(v) for k, v in s.items()}, tp=int(self.tp), fp=int(self.fp), fn=int(self.fn))
+
+
+def threshold_grid(num_thresholds: int) -> torch.Tensor:
+    if num_thresholds < 2:
+        raise ValueError(f"num_thresholds must be at least 2, got {num_thresholds}")
+    return torch.linspace(0.0, 1.0, num_thresholds, dtype=torch.float32)
+
+
+class ThresholdSweep(Metric):
+    """Confusion counts at every threshold of a grid, in one pass (histograms of probabilities)."""
+
+    full_state_update = False
+
+    def __init__(self, num_thresholds: int = 101):
+        super().__init__()
+        self.register_buffer("thresholds", threshold_grid(num_thresholds), persistent=False)
+        size = num_thresholds + 1
+        self.add_state("positive", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("negative", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probability: torch.Tensor, landslide: torch.Tensor, valid: torch.Tensor) -> None:
+        mask = valid.bool()
+        # bins[i] = number of thresholds t with t <= p, so "p >= t_k" <=> bins > k.
+        bins = torch.bucketize(probability[mask].contiguous(), self.thresholds, right=True)
+        truth = landslide.bool()[mask]
+        size = self.positive.numel()
+        self.positive += torch.bincount(bins[truth], minlength=size)
+        self.negative += torch.bincount(bins[~truth], minlength=size)
+
+    def counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TP, FP, FN per threshold (length num_thresholds)."""
+        above_pos = torch.flip(torch.cumsum(torch.flip(self.positive, [0]), 0), [0])[1:]
+        above_neg = torch.flip(torch.cumsum(torch.flip(self.negative, [0]), 0), [0])[1:]
+        return above_pos, above_neg, self.positive.sum() - above_pos
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        tp, fp, fn = self.counts()
+        return {"thresholds": self.thresholds, **scores_from_counts(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
+
+    def best(self, metric: str = "iou") -> tuple[float, Scores]:
+        """Threshold that maximises ``metric`` (the lowest such threshold on ties) and its scores."""
+        result = self.compute()
+        k = int(torch.argmax(result[metric]))
+        scores = Scores(**{m: float(result[m][k]) for m in ("precision", "recall", "f1", "iou")},
+                        tp=int(result["tp"][k]), fp=int(result["fp"][k]), fn=int(result["fn"][k]))
+        return float(self.thresholds[k]), scores
