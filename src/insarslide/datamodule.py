@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from insarslide.augment import Augmenter
 from insarslide.normalization import band_statistics
-from insarslide.oversample import NoOversampling, Sample, SmallLandslideOversampler, apply_crop
+from insarslide.oversample import Sample, SmallLandslideOversampler, apply_crop
 from insarslide.patchstore import DATASET_FILE, PatchStore
 from insarslide.samplers import UniformSampler
 from insarslide.smoothing import SoftLabelCache
@@ -112,7 +112,7 @@ class PatchDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.splitter = split if split is not None else RandomSplit(seed=seed)
         self.sampler = sampler if sampler is not None else UniformSampler()
-        self.oversampler = oversample if oversample is not None else NoOversampling()
+        self.oversampler = oversample if oversample is not None else SmallLandslideOversampler(enabled=False, name="none")
         self.smoothing_sigma = float(smoothing_sigma)
         self.augment = augment.with_bands(self.bands) if augment is not None else None
         self.cache_dir = cache_dir
@@ -155,6 +155,9 @@ class PatchDataModule(L.LightningDataModule):
             if not (self.split_labels == name).any():
                 raise ValueError(f"{self.root}: split '{getattr(self.splitter, 'name', self.splitter)}' leaves the "
                                  f"{name} set empty ({len(self.store)} patches); use more data or other fractions")
+        crop = self.oversampler.crop_size
+        if self.oversampler.enabled and not 0 < crop < self.store.patch_size:
+            raise ValueError(f"oversample.crop_size {crop} must be smaller than the patch size {self.store.patch_size} of {self.root}")
         train = np.flatnonzero(self.split_labels == "train")
         pixels = self.store.table["landslide_pixels"].to_numpy()
         samples = self.oversampler.samples(train, pixels, self.store.read_labels)
@@ -168,7 +171,6 @@ class PatchDataModule(L.LightningDataModule):
         if self.smoothing_sigma > 0:
             soft = SoftLabelCache(self.store, self.smoothing_sigma, self.cache_dir)
             soft.build()
-        crop = getattr(self.oversampler, "crop_size", 128)
         self.train_set = PatchDataset(self.store, samples, self.band_idx, soft, self.augment, crop)
         self.val_set = PatchDataset(self.store, [Sample(int(i)) for i in np.flatnonzero(self.split_labels == "val")], self.band_idx)
         self.test_set = PatchDataset(self.store, [Sample(int(i)) for i in np.flatnonzero(self.split_labels == "test")], self.band_idx)

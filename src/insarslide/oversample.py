@@ -58,7 +58,7 @@ def apply_crop(arrays: list[np.ndarray], valid: np.ndarray, origin: tuple[int, i
 
 
 class SmallLandslideOversampler:
-    """``oversample=thesis``: adds crop samples for small-landslide training patches."""
+    """``oversample=thesis`` adds crop samples for small-landslide training patches; ``enabled=false`` (``oversample=none``) adds none."""
 
     def __init__(self, quantile: float = 0.25, crop_size: int = 128, enabled: bool = True, name: str = "thesis"):
         self.name = name
@@ -87,10 +87,3 @@ class SmallLandslideOversampler:
         log.info("oversampling: %d training samples -> %d (%d small-landslide patches below %.0f px)",
                  len(train_patches), len(samples), len(small), self.threshold_px)
         return samples
-
-
-class NoOversampling(SmallLandslideOversampler):
-    """``oversample=none``."""
-
-    def __init__(self, name: str = "none"):
-        super().__init__(enabled=False, name=name)

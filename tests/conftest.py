@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny simulated scenes and patch sets, and the real Hydra configs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+import insarslide.config  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+TEST_PATCH = 64  # SMP needs multiples of 32; small patches keep CPU tests fast
+
+
+def simulator_config(**overrides) -> dict:
+    """conf/simulate.yaml as a plain dict, with nested overrides (``landslides={...}`` merges)."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "simulate.yaml"), resolve=True)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def scenes_dir(tmp_path_factory) -> Path:
+    from data_prep.simulate import simulate_dataset
+
+    out = tmp_path_factory.mktemp("scenes")
+    cfg = simulator_config(n_scenes=4, size=[150, 200], seed=3, landslides={"density_per_km2": 1.0})
+    simulate_dataset(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def patch_root(scenes_dir, tmp_path_factory) -> Path:
+    from data_prep.patches import build_patches, find_scenes
+
+    out = tmp_path_factory.mktemp("patches")
+    report = build_patches(find_scenes(scenes_dir), out, patch_size=TEST_PATCH, n_jobs=1, progress=False)
+    assert not report.failures
+    return out
+
+
+def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None = None):
+    """The real training config, shrunk for the CPU: small patches and batches, no remote logger."""
+    from hydra import compose, initialize_config_dir
+
+    base = [f"paths.output_dir={output_dir}", "data.num_workers=0", f"data.patch_size={TEST_PATCH}",
+            "data.batch_size=4", "oversample.crop_size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false"]
+    if data_root is not None:
+        base.append(f"data.root={data_root}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=base + list(overrides))

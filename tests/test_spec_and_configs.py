@@ -1,0 +1,76 @@
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+import insarslide.config  # noqa: F401
+from insarslide.spec import BANDS, check_band_names
+from conftest import CONF, compose_train
+
+MODELS = {"unet_r34": 24.4, "upernet_convnext": 37.1, "segformer_b2": 24.7, "segformer_b3": 44.6}
+
+
+def test_default_config_is_the_thesis_recipe(tmp_path):
+    cfg = compose_train([], tmp_path)
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == 5e-5
+    assert cfg.scheduler._target_.endswith("CosineAnnealingLR") and cfg.scheduler.T_max == 100
+    assert cfg.trainer.max_epochs == 100
+    assert list(cfg.data.bands) == list(BANDS)
+    assert cfg.smoothing.sigma == 0 and cfg.split.fractions == [0.7, 0.2, 0.1]
+    assert cfg.sampler.weights == [0.1, 0.5, 0.3, 0.1]
+    assert cfg.model.net.encoder_weights is None
+
+
+@pytest.mark.parametrize("name,millions", MODELS.items())
+def test_model_parameter_counts_match_the_thesis(tmp_path, name, millions):
+    import hydra
+
+    cfg = compose_train([f"model={name}"], tmp_path)
+    assert cfg.model.net.in_channels == 7
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == millions
+
+
+def test_in_channels_follow_the_band_list(tmp_path):
+    cfg = compose_train(["data.bands=[coherence,displacement]"], tmp_path)
+    assert cfg.model.net.in_channels == 2
+
+
+def test_unknown_model_names_it_and_lists_choices(tmp_path):
+    with pytest.raises(MissingConfigException) as err:
+        compose_train(["model=resnet_9000"], tmp_path)
+    message = str(err.value)
+    assert "resnet_9000" in message
+    for name in MODELS:
+        assert name in message
+
+
+def test_band_outside_the_spec_names_it_and_lists_choices():
+    with pytest.raises(ValueError) as err:
+        check_band_names(["coherence", "ndvi"])
+    assert "ndvi" in str(err.value) and "local_incidence_angle" in str(err.value)
+
+
+def test_datamodule_refuses_unknown_band(tmp_path):
+    import hydra
+
+    cfg = compose_train(["data.bands=[coherence,velocity]"], tmp_path)
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="velocity") as err:
+        hydra.utils.instantiate(cfg.data)
+    assert "coherence" in str(err.value)  # the valid choices are listed
+
+
+def test_every_group_option_composes(tmp_path):
+    for override in ["split=stratified", "split=region", "sampler=uniform", "oversample=none", "augment=none",
+                     "logger=wandb", "logger=none", "trainer=ddp", "trainer=gpu", "scheduler=none",
+                     "experiment=quickstart"]:
+        cfg = compose_train([override], tmp_path)
+        assert cfg is not None, override
+
+
+def test_simulate_and_patches_configs_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sim = compose(config_name="simulate", overrides=["n_scenes=2", "size=[300,257]"])
+        patches = compose(config_name="patches", overrides=["scenes_dir=a", "out_dir=b"])
+    assert sim.size == [300, 257] and patches.patch_size == 256

@@ -1,0 +1,111 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, compose_train
+from insarslide.normalization import band_statistics
+from insarslide.patchstore import PatchStore
+from insarslide.train import train
+
+MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
+METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "split", "seed"}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_dev_run_of_every_model(tmp_path, patch_root, model):
+    cfg = compose_train([f"model={model}", "++trainer.fast_dev_run=true"], tmp_path, patch_root)
+    metrics = train(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(written)
+    assert written["model"] == model and 0.0 <= written["threshold"] <= 1.0
+    assert written == json.loads(json.dumps(metrics))
+
+
+def test_limited_run_writes_checkpoints_threshold_and_metrics(tmp_path, patch_root):
+    cfg = compose_train(["model=segformer_b2", "trainer.max_epochs=2", "++trainer.limit_train_batches=2",
+                         "++trainer.limit_val_batches=2", "smoothing.sigma=3", "split=region"], tmp_path, patch_root)
+    metrics = train(cfg)
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "split.csv").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    best = metrics["best_checkpoint"]
+    state = torch.load(best, weights_only=False)
+    # The chosen threshold and the training normalisation travel with the best checkpoint.
+    assert float(state["state_dict"]["threshold"]) == pytest.approx(metrics["threshold"])
+    assert not torch.allclose(state["state_dict"]["band_std"], torch.ones(7))
+    assert metrics["sigma"] == 3.0 and metrics["split"] == "region"
+    split = __import__("pandas").read_csv(tmp_path / "split.csv")
+    assert split.groupby("event_id")["split"].nunique().max() == 1
+
+
+def test_checkpoint_alone_rebuilds_the_model(tmp_path, patch_root):
+    from insarslide.module import LandslideSegmenter
+
+    cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+                         "++trainer.limit_val_batches=1"], tmp_path, patch_root)
+    metrics = train(cfg)
+    module = LandslideSegmenter.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
+    assert float(module.threshold) == pytest.approx(metrics["threshold"])
+    assert module.hparams.bands == list(cfg.data.bands)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        module(torch.zeros(1, 7, 50, 64))
+
+
+def test_normalisation_ignores_invalid_pixels(patch_root):
+    store = PatchStore(patch_root)
+    idx = list(range(len(store)))
+    mean, std = band_statistics(store, idx, list(range(7)))
+    values = [[] for _ in range(7)]
+    for i in idx:
+        bands, _, valid = store.read(i)
+        for b in range(7):
+            v = bands[b][valid.astype(bool)]
+            values[b].append(v[np.isfinite(v)])
+    for b in range(7):
+        v = np.concatenate(values[b]).astype(np.float64)
+        assert mean[b] == pytest.approx(v.mean(), rel=1e-4, abs=1e-6)
+        assert std[b] == pytest.approx(v.std(), rel=1e-3, abs=1e-6)
+
+
+def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
+    from insarslide.patchstore import ShardWriter, write_dataset_index
+
+    with ShardWriter(tmp_path, "ev", 32, {}) as w:
+        bands = np.ones((7, 32, 32), np.float32)
+        valid = np.ones((32, 32), np.uint8)
+        bands[:, :4] = 1000.0  # finite but invalid: must not count
+        valid[:4] = 0
+        w.add(bands, np.zeros((32, 32), np.uint8), valid, {"region": "r", "row": 0, "col": 0, "landslide_pixels": 0,
+                                                          "valid_fraction": 0.875, "x_origin": 0, "x_step": 1,
+                                                          "y_origin": 0, "y_step": -1})
+        w.commit()
+    write_dataset_index(tmp_path, 32)
+    mean, std = band_statistics(PatchStore(tmp_path), [0], list(range(7)))
+    np.testing.assert_allclose(mean, 1.0)
+    np.testing.assert_allclose(std, 1.0)  # zero spread falls back to 1
+
+
+def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart",
+           "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5", f"data.root={patch_root}",
+           "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
+           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"hydra.sweep.dir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = sorted(tmp_path.glob("*/metrics.json"))
+    assert len(found) == 6
+    combos = {(m["model"], m["sigma"]) for m in (json.loads(p.read_text()) for p in found)}
+    assert combos == {(m, s) for m in ("segformer_b2", "segformer_b3") for s in (0.0, 3.0, 5.0)}
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900, env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "segformer_b2" and metrics["iou"] >= 0
