@@ -1,0 +1,227 @@
+"""Thesis section 5.3.1: splits, oversampling, label smoothing, bucket sampler, augmentation."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import compose_train
+from insarslide.augment import Augmenter
+from insarslide.oversample import SmallLandslideOversampler, apply_crop, crop_origin
+from insarslide.samplers import BucketSampler, bucket_weights
+from insarslide.smoothing import SoftLabelCache, smooth_labels
+from insarslide.splits import RandomSplit, RegionSplit, StratifiedSplit, size_buckets
+
+
+def table(n_events=10, per_event=20, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(n_events):
+        for k in range(per_event):
+            rows.append({"event_id": f"ev{e}", "region": f"r{e % 4}",
+                         "landslide_pixels": int(rng.choice([0, 0, 0, rng.integers(1, 2000)]))})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ splits
+def test_random_split_is_70_20_10_and_reproducible():
+    t = table()
+    labels = RandomSplit(seed=1).assign(t)
+    assert (pd.Series(labels).value_counts().to_dict()) == {"train": 140, "val": 40, "test": 20}
+    np.testing.assert_array_equal(labels, RandomSplit(seed=1).assign(t))
+    assert not np.array_equal(labels, RandomSplit(seed=2).assign(t))
+
+
+def test_stratified_split_keeps_bucket_shares():
+    t = table(n_events=20)
+    labels = StratifiedSplit(seed=0).assign(t)
+    buckets, _, _ = size_buckets(t["landslide_pixels"].to_numpy())
+    for b in range(4):
+        members = labels[buckets == b]
+        share = np.mean(members == "train")
+        assert abs(share - 0.7) <= 1.0 / max(len(members), 1) + 1e-9
+
+
+def test_region_split_never_puts_an_event_in_two_splits():
+    t = table()
+    for seed in range(5):
+        labels = RegionSplit(seed=seed).assign(t)
+        per_event = pd.DataFrame({"e": t["event_id"], "s": labels}).groupby("e")["s"].nunique()
+        assert per_event.max() == 1
+        assert set(labels) == {"train", "val", "test"}
+        shares = pd.Series(labels).value_counts(normalize=True)
+        assert abs(shares["train"] - 0.7) <= 0.15
+
+
+def test_region_split_with_named_events_and_errors():
+    t = table()
+    labels = RegionSplit(val_events=["ev1", "ev2"], test_events=["ev3"]).assign(t)
+    assert set(labels[t["event_id"].isin(["ev1", "ev2"])]) == {"val"}
+    assert set(labels[t["event_id"] == "ev3"]) == {"test"}
+    with pytest.raises(ValueError, match="ev99"):
+        RegionSplit(test_events=["ev99"]).assign(t)
+    with pytest.raises(ValueError, match="both"):
+        RegionSplit(val_events=["ev1"], test_events=["ev1"]).assign(t)
+    by_region = RegionSplit(seed=0, group_by="region").assign(t)
+    assert pd.DataFrame({"r": t["region"], "s": by_region}).groupby("r")["s"].nunique().max() == 1
+
+
+# ------------------------------------------------------------- smoothing
+def test_smoothing_values_at_known_distances():
+    mask = np.zeros((21, 21), np.uint8)
+    mask[10, 10] = 1
+    soft = smooth_labels(mask, sigma=3.0)
+    assert soft[10, 10] == 1.0
+    assert soft[10, 13] == pytest.approx(np.exp(-9 / 18), rel=1e-6)       # d = 3
+    assert soft[13, 14] == pytest.approx(np.exp(-25 / 18), rel=1e-6)      # d = 5
+    assert soft[0, 0] == pytest.approx(np.exp(-200 / 18), rel=1e-5)
+
+
+def test_smoothing_sigma_zero_is_the_labels():
+    mask = (np.random.default_rng(0).random((16, 16)) < 0.1).astype(np.uint8)
+    np.testing.assert_array_equal(smooth_labels(mask, 0), mask.astype(np.float32))
+    np.testing.assert_array_equal(smooth_labels(np.zeros((4, 4), np.uint8), 5), 0)
+
+
+def test_smoothing_commutes_with_flips_and_rotations():
+    mask = (np.random.default_rng(1).random((20, 20)) < 0.05).astype(np.uint8)
+    soft = smooth_labels(mask, 4)
+    np.testing.assert_allclose(smooth_labels(np.rot90(mask), 4), np.rot90(soft), atol=1e-6)
+    np.testing.assert_allclose(smooth_labels(mask[:, ::-1], 4), soft[:, ::-1], atol=1e-6)
+
+
+def test_soft_label_cache_matches_direct_computation(patch_root, tmp_path):
+    from insarslide.patchstore import PatchStore
+
+    store = PatchStore(patch_root)
+    cache = SoftLabelCache(store, 3.0, tmp_path)
+    path = cache.build()
+    assert path.is_file() and cache.build() == path  # built once
+    i = int(np.argmax(store.table["landslide_pixels"].to_numpy()))
+    landslide, _ = store.read_labels(i)
+    np.testing.assert_allclose(cache.get(i), smooth_labels(landslide, 3.0), atol=1e-3)
+
+
+# ----------------------------------------------------------- oversampling
+def test_crop_is_centred_on_the_bounding_box_and_padding_is_invalid():
+    p, crop = 64, 16
+    landslide = np.zeros((p, p), np.uint8)
+    landslide[20:25, 30:41] = 1  # bbox rows 20..24, cols 30..40: centre (22.5, 35.5)
+    r0, c0 = crop_origin(landslide, crop)
+    assert (r0, c0) == (14, 27)  # floor(22.5 - 8), floor(35.5 - 8)
+    bands = np.arange(p * p, dtype=np.float32).reshape(1, p, p)
+    valid = np.ones((p, p), np.uint8)
+    (new_bands, new_labels), new_valid = apply_crop([bands, landslide], valid, (r0, c0), crop)
+    off = (p - crop) // 2
+    assert new_valid.sum() == crop * crop and new_valid[off:off + crop, off:off + crop].all()
+    np.testing.assert_array_equal(new_bands[0, off:off + crop, off:off + crop], bands[0, r0:r0 + crop, c0:c0 + crop])
+    assert new_labels.sum() == landslide.sum()  # the landslide is inside the crop
+    assert (new_bands[0][new_valid == 0] == 0).all()  # zero-padded
+    rows, cols = np.nonzero(new_labels)
+    centre = ((rows.min() + rows.max() + 1) / 2, (cols.min() + cols.max() + 1) / 2)
+    assert abs(centre[0] - p / 2) <= 0.5 and abs(centre[1] - p / 2) <= 0.5
+
+
+def test_crop_past_the_patch_edge_is_invalid_there():
+    p, crop = 64, 32
+    landslide = np.zeros((p, p), np.uint8)
+    landslide[0:2, 0:2] = 1
+    origin = crop_origin(landslide, crop)
+    assert origin == (-15, -15)
+    (_,), new_valid = apply_crop([landslide], np.ones((p, p), np.uint8), origin, crop)
+    assert new_valid.sum() == (crop - 15) ** 2
+
+
+def test_oversampling_touches_only_small_training_patches():
+    pixels = np.array([0, 5, 10, 50, 100, 200, 300, 7, 3, 1000])
+    labels = {}
+    for i in range(10):
+        flat = np.zeros(64 * 64, np.uint8)
+        flat[: pixels[i]] = 1
+        labels[i] = flat.reshape(64, 64)
+    train = np.array([0, 1, 2, 3, 4, 5, 6])
+    sampler = SmallLandslideOversampler(quantile=0.25, crop_size=32)
+    samples = sampler.samples(train, pixels, lambda i: (labels[i], None))
+    positive = pixels[train][pixels[train] > 0]
+    assert sampler.threshold_px == pytest.approx(np.quantile(positive, 0.25))
+    extra = [s for s in samples if s.crop is not None]
+    assert {s.patch for s in extra} == {int(i) for i in train if 0 < pixels[i] < sampler.threshold_px}
+    assert all(s.patch in train for s in samples)
+    assert len(samples) == len(train) + len(extra)
+    assert SmallLandslideOversampler(enabled=False).samples(train, pixels, None) == [s for s in samples if s.crop is None]
+
+
+def test_datamodule_oversamples_training_split_only(tmp_path, patch_root):
+    import hydra
+
+    cfg = compose_train(["oversample=thesis", "sampler=uniform"], tmp_path, patch_root)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    assert dm.counts["train_samples"] > dm.counts["train_patches"]
+    assert all(s.crop is None for s in dm.val_set.samples + dm.test_set.samples)
+    cropped = next(k for k, s in enumerate(dm.train_set.samples) if s.crop is not None)
+    item = dm.train_set[cropped]
+    assert item["valid"].sum() <= 32 * 32
+
+
+# -------------------------------------------------------------- sampler
+def test_bucket_sampler_shares_within_three_standard_errors():
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([np.zeros(300, int), rng.integers(1, 5000, 200)])
+    weights = [0.1, 0.5, 0.3, 0.1]
+    sampler = BucketSampler(weights=weights, epoch_length=10_000).build(pixels, seed=0)
+    draws = np.fromiter(iter(sampler), dtype=np.int64)
+    assert draws.size == 10_000
+    _, buckets = bucket_weights(pixels, weights)
+    shares = np.bincount(buckets[draws], minlength=4) / draws.size
+    se = np.sqrt(np.array(weights) * (1 - np.array(weights)) / draws.size)
+    assert (np.abs(shares - weights) <= 3 * se).all(), shares
+
+
+def test_bucket_sampler_redistributes_empty_bucket_with_warning():
+    pixels = np.array([5, 6, 7, 8, 100, 200, 300, 400])  # no patch without landslides
+    with pytest.warns(UserWarning, match="none"):
+        per_sample, buckets = bucket_weights(pixels, [0.1, 0.5, 0.3, 0.1])
+    share = np.bincount(buckets, weights=per_sample, minlength=4)
+    np.testing.assert_allclose(share, [0, 0.5 / 0.9, 0.3 / 0.9, 0.1 / 0.9])
+
+
+def test_bucket_sampler_in_the_datamodule(tmp_path, patch_root):
+    import hydra
+
+    cfg = compose_train(["sampler=bucket", "sampler.epoch_length=17"], tmp_path, patch_root)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, torch.utils.data.WeightedRandomSampler) and len(loader.sampler) == 17
+
+
+# ---------------------------------------------------------- augmentation
+def test_augmentation_keeps_bands_labels_and_mask_aligned():
+    p = 16
+    base = np.arange(p * p, dtype=np.float32).reshape(p, p)  # asymmetric: every pixel distinct
+    bands = np.stack([base, base * 2 + 1, -base])
+    landslide = (base % 7 == 0).astype(np.uint8)
+    valid = (base % 5 != 0).astype(np.uint8)
+    soft = base / base.max()
+    aug = Augmenter(hflip=0.5, vflip=0.5, rotate90=1.0, seed=0)
+    changed = 0
+    for _ in range(20):
+        out, (l2, s2, v2) = aug(bands, [landslide, soft, valid])
+        key = out[0]
+        changed += int(not np.array_equal(key, base))
+        np.testing.assert_array_equal(out[1], key * 2 + 1)
+        np.testing.assert_array_equal(out[2], -key)
+        np.testing.assert_array_equal(l2, (key % 7 == 0).astype(np.uint8))
+        np.testing.assert_array_equal(v2, (key % 5 != 0).astype(np.uint8))
+        np.testing.assert_allclose(s2, key / base.max())
+    assert changed > 10
+
+
+def test_phase_offset_wraps_and_only_touches_phase():
+    bands = np.stack([np.full((8, 8), 3.0, np.float32), np.ones((8, 8), np.float32)])
+    aug = Augmenter(hflip=0, vflip=0, rotate90=0, phase_offset=1.0, seed=3).with_bands(["phase", "coherence"])
+    out, _ = aug(bands, [np.zeros((8, 8), np.uint8)])
+    assert (np.abs(out[0]) <= np.pi).all() and not np.allclose(out[0], 3.0)
+    assert np.ptp(out[0]) < 1e-5  # a constant offset
+    np.testing.assert_array_equal(out[1], 1.0)
