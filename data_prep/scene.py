@@ -425,9 +425,15 @@ def write_scene(
     attrs: Mapping[str, object],
     landslide: np.ndarray | None = None,
     valid: np.ndarray | None = None,
+    spacing: tuple[float, float] | None = None,
     compression_level: int = 1,
 ) -> Path:
-    """Write a canonical scene file atomically (temporary name, then rename)."""
+    """Write a canonical scene file atomically (temporary name, then rename).
+
+    ``spacing`` = (dx, dy) of the grid is needed only when a dimension has a
+    single pixel (it cannot be read off the coordinates then); it is stored in
+    the grid mapping's ``GeoTransform``.
+    """
     path = Path(path)
     height, width = len(y), len(x)
     data_vars: dict[str, xr.DataArray] = {}
@@ -451,8 +457,8 @@ def write_scene(
             np.asarray(valid, dtype=np.uint8), dims=("y", "x"),
             attrs={"long_name": "valid pixel mask", "flag_values": np.array([0, 1], dtype=np.uint8), **grid},
         )
-    dx = float(x[1] - x[0]) if width > 1 else None
-    dy = float(y[1] - y[0]) if height > 1 else None
+    dx = float(x[1] - x[0]) if width > 1 else (spacing[0] if spacing else None)
+    dy = float(y[1] - y[0]) if height > 1 else (spacing[1] if spacing else None)
     coords = {
         "y": xr.DataArray(np.asarray(y, dtype=np.float64), dims="y", attrs={"axis": "Y", "long_name": "y coordinate of pixel centre"}),
         "x": xr.DataArray(np.asarray(x, dtype=np.float64), dims="x", attrs={"axis": "X", "long_name": "x coordinate of pixel centre"}),
@@ -466,7 +472,7 @@ def write_scene(
         coords["y"].attrs.update(units=unit if unit == "m" else "degrees_north")
         dx = dx if dx is not None else (abs(dy) if dy else 1.0)
         dy = dy if dy is not None else -abs(dx)
-        gt = f"{x[0] - dx / 2!r} {dx!r} 0.0 {y[0] - dy / 2!r} 0.0 {dy!r}"
+        gt = " ".join(repr(float(v)) for v in (x[0] - dx / 2, dx, 0.0, y[0] - dy / 2, 0.0, dy))
         data_vars[GRID_MAPPING_VAR] = xr.DataArray(np.int32(0), attrs={"crs_wkt": crs_wkt, "spatial_ref": crs_wkt, "GeoTransform": gt})
     ds = xr.Dataset(data_vars, coords=coords, attrs={k: v for k, v in attrs.items() if v is not None})
     ds.attrs.setdefault("Conventions", "CF-1.8")

@@ -382,7 +382,7 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
     scene = {
         "bands": bands, "landslide": truth["label"].astype(np.uint8), "valid": (~invalid).astype(np.uint8),
         "x": x0 + (np.arange(w) + 0.5) * pixel_m, "y": y0 - (np.arange(h) + 0.5) * pixel_m,
-        "crs_wkt": _utm_wkt(), "attrs": attrs, "event_id": event_id,
+        "crs_wkt": _utm_wkt(), "attrs": attrs, "event_id": event_id, "spacing": (pixel_m, -pixel_m),
     }
     return scene, truth
 
@@ -397,7 +397,8 @@ def write_simulated_scene(cfg: Mapping[str, Any], index: int, out_dir: str | Pat
     scene, _ = simulate_scene(cfg, index, timings=timings)
     path = Path(out_dir) / f"{scene['event_id']}.nc"
     return write_scene(path, scene["bands"], x=scene["x"], y=scene["y"], crs_wkt=scene["crs_wkt"],
-                       attrs=scene["attrs"], landslide=scene["landslide"], valid=scene["valid"])
+                       attrs=scene["attrs"], landslide=scene["landslide"], valid=scene["valid"],
+                       spacing=scene["spacing"])
 
 
 def simulate_dataset(cfg: Mapping[str, Any], out_dir: str | Path | None = None, n_jobs: int | None = None,

@@ -1,0 +1,134 @@
+"""The one scene reader/validator (DATA_SPEC sections 1 and 2)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from data.scenes import make_scene, position_bands
+from data_prep.scene import SceneError, open_scene, validate_scene
+from insarslide.spec import BANDS
+
+
+def test_canonical_scene_round_trip(tmp_path):
+    path = make_scene(tmp_path / "a.nc", 7, 9)
+    with open_scene(path) as scene:
+        assert scene.shape == (7, 9) and scene.georeferenced and scene.source_format == "canonical"
+        bands, landslide, valid = scene.read_window(2, 5, 3, 9)
+        np.testing.assert_array_equal(bands[1], position_bands(7, 9)["coherence"][2:5, 3:9])
+        assert landslide.shape == (3, 6) and valid.all()
+        x0, dx, _, y0, _, dy = scene.transform
+        assert (x0, dx, y0, dy) == (500_000.0, 30.0, 5_000_000.0, -30.0)
+    assert validate_scene(path).ok
+
+
+def test_valid_is_producer_mask_and_all_bands_finite(tmp_path):
+    bands = position_bands(4, 4)
+    bands["elevation"][0, 0] = np.nan
+    valid = np.ones((4, 4), np.uint8)
+    valid[3, 3] = 0
+    path = make_scene(tmp_path / "v.nc", 4, 4, bands=bands, valid=valid)
+    with open_scene(path) as scene:
+        _, _, v = scene.read_window(0, 4, 0, 4)
+    assert v.sum() == 14 and v[0, 0] == 0 and v[3, 3] == 0
+
+
+def test_one_pixel_scene(tmp_path):
+    path = make_scene(tmp_path / "one.nc", 1, 1)
+    with open_scene(path) as scene:
+        assert scene.shape == (1, 1) and scene.transform[1] == 30.0 and scene.transform[5] == -30.0
+
+
+def test_scene_without_crs_is_flagged_not_refused(tmp_path):
+    path = make_scene(tmp_path / "nocrs.nc", 3, 3, crs_wkt=None)
+    with open_scene(path) as scene:
+        assert not scene.georeferenced and any("ungeoreferenced" in w for w in scene.warnings)
+
+
+def snap_export(path, h=5, w=6, extra=None):
+    b = position_bands(h, w)
+    tag = "_IW2_VV_03Jun2022_15Jun2022"
+    names = {"phase": f"Phase_ifg{tag}", "coherence": f"coh{tag}", "intensity": f"Intensity_ifg{tag}",
+             "elevation": "elevation", "displacement": "displacement", "unwrapped_phase": f"Unw_Phase_ifg{tag}",
+             "local_incidence_angle": "localIncidenceAngle"}
+    units = {"phase": "radian", "coherence": "", "intensity": "", "elevation": "meters", "displacement": "m",
+             "unwrapped_phase": "radian", "local_incidence_angle": "deg"}
+    ds = xr.Dataset({names[k]: (("lat", "lon"), v, {"units": units[k]}) for k, v in b.items()},
+                    coords={"lat": 45.0 - np.arange(h) * 0.0003, "lon": 10.0 + np.arange(w) * 0.0003})
+    for k, v in (extra or {}).items():
+        ds[k] = (("lat", "lon"), v)
+    ds.attrs.update(event_id="lombok_2018")
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def test_snap_export_is_mapped_by_pattern(tmp_path):
+    path = snap_export(tmp_path / "snap.nc")
+    with open_scene(path) as scene:
+        assert scene.source_format == "snap" and scene.band_vars["phase"].startswith("Phase_ifg")
+        assert scene.band_vars["local_incidence_angle"] == "localIncidenceAngle"
+        assert scene.shape == (5, 6) and "4326" in scene.crs_wkt or "WGS 84" in scene.crs_wkt
+        bands, landslide, _ = scene.read_window(0, 5, 0, 6)
+        np.testing.assert_allclose(bands[BANDS.index("elevation")], position_bands(5, 6)["elevation"])
+        assert landslide is None
+
+
+def test_snap_pattern_matching_several_variables_is_refused(tmp_path):
+    path = snap_export(tmp_path / "twice.nc", extra={"coh_IW3_VV_03Jun2022_15Jun2022": np.zeros((5, 6), np.float32)})
+    with pytest.raises(SceneError) as err:
+        open_scene(path)
+    assert "several" in str(err.value) and "coh_IW3" in str(err.value) and "twice.nc" in str(err.value)
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (lambda ds: ds.drop_vars("coherence"), "'coherence'"),
+    (lambda ds: ds.assign(phase=ds.phase.astype("float64")), "float64"),
+    (lambda ds: ds.assign_attrs(event_id="Bad-ID"), "event_id"),
+    (lambda ds: ds.assign(displacement=ds.displacement.assign_attrs(units="cm")), "units 'cm'"),
+    (lambda ds: ds.assign_coords(x=ds.x.values + np.array([0, 0, 1.0, 0, 0])), "evenly spaced"),
+    (lambda ds: ds.assign(landslide=ds.landslide.astype("int16")), "int16"),
+])
+def test_spec_breaks_name_file_and_variable(tmp_path, breakage, expected):
+    good = make_scene(tmp_path / "good.nc", 4, 5)
+    ds = xr.open_dataset(good, engine="h5netcdf", mask_and_scale=False).load()
+    bad = tmp_path / "bad.nc"
+    breakage(ds).to_netcdf(bad, engine="h5netcdf")
+    with pytest.raises(SceneError) as err:
+        open_scene(bad)
+    assert "bad.nc" in str(err.value) and expected in str(err.value)
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    good = make_scene(tmp_path / "good.nc", 20, 20)
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    corrupt = tmp_path / "corrupt.nc"
+    corrupt.write_bytes(b"not a netcdf file at all" * 10)
+    for path in (truncated, corrupt):
+        with pytest.raises(SceneError, match=path.name):
+            open_scene(path)
+    with pytest.raises(SceneError, match="does not exist"):
+        open_scene(tmp_path / "missing.nc")
+
+
+def test_validator_counts_out_of_range_and_nan_bands(tmp_path):
+    bands = position_bands(6, 6)
+    bands["coherence"][0, :3] = 1.5
+    bands["intensity"][:] = np.nan
+    report = validate_scene(make_scene(tmp_path / "r.nc", 6, 6, bands=bands))
+    assert report.out_of_range["coherence"] == 3
+    assert any("'intensity': NaN everywhere" in p for p in report.problems)
+
+
+def test_validate_cli_lists_every_problem_and_exits_nonzero(tmp_path):
+    good = make_scene(tmp_path / "good.nc", 4, 4)
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"junk")
+    done = subprocess.run([sys.executable, "-m", "data_prep.validate", str(good), str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "bad.nc" in done.stdout + done.stderr and "good.nc" in done.stdout
+    ok = subprocess.run([sys.executable, "-m", "data_prep.validate", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
