@@ -45,6 +45,16 @@ def intensity(slc: np.ndarray, looks_az: int = 1, looks_rg: int = 1) -> np.ndarr
     return multilook((slc.real**2 + slc.imag**2).astype(np.float32), looks_az, looks_rg)
 
 
+def multilook_products(pre: np.ndarray, post: np.ndarray, looks_az: int, looks_rg: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Multilooked interferogram and the two intensities: everything the later steps need.
+
+    Multilooking is block-local, so a large pair can be processed in strips of
+    ``looks_az`` rows and the results stacked.
+    """
+    return interferogram(pre, post, looks_az, looks_rg), intensity(pre, looks_az, looks_rg), intensity(post, looks_az, looks_rg)
+
+
 def coherence(
     pre: np.ndarray, post: np.ndarray, looks_az: int = 1, looks_rg: int = 1, window: int = 5
 ) -> np.ndarray:
@@ -53,9 +63,11 @@ def coherence(
     The sample estimator is biased upwards at low coherence, as in SNAP's, which
     is intended: the simulator's coherence band should carry that bias.
     """
-    cross = interferogram(pre, post, looks_az, looks_rg)
-    p1 = intensity(pre, looks_az, looks_rg)
-    p2 = intensity(post, looks_az, looks_rg)
+    return coherence_from_products(*multilook_products(pre, post, looks_az, looks_rg), window=window)
+
+
+def coherence_from_products(cross: np.ndarray, p1: np.ndarray, p2: np.ndarray, window: int = 5) -> np.ndarray:
+    """Windowed coherence estimate from multilooked products (see :func:`coherence`)."""
     size = (window, window)
     num_re = ndimage.uniform_filter(cross.real, size, mode="reflect")
     num_im = ndimage.uniform_filter(cross.imag, size, mode="reflect")
@@ -100,6 +112,9 @@ def goldstein_filter(igram: np.ndarray, alpha: float = 1.0, fft_size: int = 64, 
     return out[:h, :w]
 
 
+SNAPHU_MIN_SIZE = 64
+
+
 def unwrap(
     igram: np.ndarray,
     corr: np.ndarray,
@@ -128,12 +143,19 @@ def unwrap(
     keep = (~bad).astype(np.uint8)
     if not keep.any():
         return np.full(igram.shape, np.nan, np.float32), np.zeros(igram.shape, np.uint32)
+    # SNAPHU's cost windows need some room: small grids are padded by edge
+    # replication (phase continues smoothly) and cropped afterwards.
+    h, w = clean.shape
+    pad = ((0, max(0, SNAPHU_MIN_SIZE - h)), (0, max(0, SNAPHU_MIN_SIZE - w)))
+    if pad[0][1] or pad[1][1]:
+        clean, corr_clean, keep = (np.pad(a, pad, mode="edge") for a in (clean, corr_clean, keep))
     with _silenced(quiet):
         unw, conncomp = snaphu.unwrap(
             clean, corr_clean, nlooks=float(nlooks), cost=cost, init=init, mask=keep,
             ntiles=ntiles, tile_overlap=tile_overlap, nproc=nproc,
         )
-    unw = np.asarray(unw, dtype=np.float32)
+    unw = np.asarray(unw, dtype=np.float32)[:h, :w]
+    conncomp = np.asarray(conncomp)[:h, :w]
     unw[bad] = np.nan
     return unw, np.asarray(conncomp, dtype=np.uint32)
 

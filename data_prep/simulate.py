@@ -113,7 +113,9 @@ def viewing_geometry(shape: tuple[int, int], orbit: str, inc_near_deg: float, in
 
 def terrain_normals(dem_m: np.ndarray, pixel_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unit normals (E, N, U) and slope (rad) of a north-up DEM (row 0 = north)."""
-    dz_drow, dz_dcol = np.gradient(dem_m, pixel_m)
+    # A one-pixel axis has no slope along it.
+    dz_drow = np.gradient(dem_m, pixel_m, axis=0) if dem_m.shape[0] > 1 else np.zeros_like(dem_m)
+    dz_dcol = np.gradient(dem_m, pixel_m, axis=1) if dem_m.shape[1] > 1 else np.zeros_like(dem_m)
     dz_de, dz_dn = dz_dcol, -dz_drow
     norm = np.sqrt(dz_de**2 + dz_dn**2 + 1)
     slope = np.arctan(np.hypot(dz_de, dz_dn))
@@ -222,7 +224,7 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     water = np.zeros(shape, dtype=bool)
     if float(water_cfg["fraction"]) > 0:
         smooth = ndimage.gaussian_filter(dem, 3)
-        water = smooth <= np.quantile(smooth, float(water_cfg["fraction"]))
+        water = smooth < np.quantile(smooth, float(water_cfg["fraction"]))
 
     # Landslides: centres drawn with probability growing with slope, above a minimum slope.
     area_km2 = h * w * (pixel_m / 1000) ** 2
@@ -305,14 +307,17 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     }
 
 
-def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Co-registered pre/post SLCs on a grid ``looks_az x looks_rg`` finer, speckle correlated by coherence."""
-    def up(a: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(a.astype(np.float32), looks_az, axis=0), looks_rg, axis=1)
+def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int, rng: np.random.Generator,
+                      rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Co-registered pre/post SLCs on a grid ``looks_az x looks_rg`` finer, speckle correlated by coherence.
 
-    shape = (truth["gamma"].shape[0] * looks_az, truth["gamma"].shape[1] * looks_rg)
+    ``rows`` restricts the pair to some output rows, so that a large scene is made strip by strip.
+    """
+    def up(a: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(a[rows].astype(np.float32), looks_az, axis=0), looks_rg, axis=1)
+
     gamma = up(truth["gamma"])
+    shape = gamma.shape
     x = (rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(shape, dtype=np.float32)) / np.float32(math.sqrt(2))
     n = (rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(shape, dtype=np.float32)) / np.float32(math.sqrt(2))
     pre = np.sqrt(up(truth["sigma0_pre"])) * x
@@ -323,11 +328,17 @@ def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int,
 def process_pair(pre: np.ndarray, post: np.ndarray, proc: Mapping[str, Any], invalid: np.ndarray | None = None,
                  wavelength_m: float = S1_WAVELENGTH_M, timings: dict | None = None) -> dict[str, np.ndarray]:
     """Run a co-registered SLC pair through the NumPy DInSAR chain; bands on the multilooked grid."""
-    la, lr = int(proc["looks_az"]), int(proc["looks_rg"])
+    products = dinsar.multilook_products(pre, post, int(proc["looks_az"]), int(proc["looks_rg"]))
+    return process_products(*products, proc, invalid, wavelength_m, timings)
+
+
+def process_products(ifg: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, proc: Mapping[str, Any],
+                     invalid: np.ndarray | None = None, wavelength_m: float = S1_WAVELENGTH_M,
+                     timings: dict | None = None) -> dict[str, np.ndarray]:
+    """The chain after multilooking: coherence, Goldstein filter, SNAPHU, displacement."""
     timings = timings if timings is not None else {}
-    ifg = dinsar.interferogram(pre, post, la, lr)
-    coh = dinsar.coherence(pre, post, la, lr, window=int(proc["coherence_window"]))
-    intensity = dinsar.intensity(post, la, lr)
+    coh = dinsar.coherence_from_products(ifg, p_pre, p_post, window=int(proc["coherence_window"]))
+    intensity = p_post
     filtered = dinsar.goldstein_filter(ifg, alpha=float(proc["goldstein_alpha"]), fft_size=int(proc["goldstein_fft_size"]))
     phase = np.angle(filtered).astype(np.float32)
     start = time.perf_counter()
@@ -349,9 +360,16 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
     proc = cfg["processing"]
     truth = simulate_truth(cfg, (h, w), rng)
     invalid = truth["water"] | truth["layover"] | truth["shadow"]
-    pre, post = simulate_slc_pair(truth, int(proc["looks_az"]), int(proc["looks_rg"]), rng)
-    bands = process_pair(pre, post, proc, invalid, float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), timings)
-    del pre, post
+    la, lr = int(proc["looks_az"]), int(proc["looks_rg"])
+    ifg = np.empty((h, w), np.complex64)
+    p_pre = np.empty((h, w), np.float32)
+    p_post = np.empty((h, w), np.float32)
+    strip = max(1, int(proc["strip_rows"]))
+    for row0 in range(0, h, strip):
+        rows = slice(row0, min(row0 + strip, h))
+        pre, post = simulate_slc_pair(truth, la, lr, rng, rows)
+        ifg[rows], p_pre[rows], p_post[rows] = dinsar.multilook_products(pre, post, la, lr)
+    bands = process_products(ifg, p_pre, p_post, proc, invalid, float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), timings)
     # Injected unwrapping jumps: a region off by whole cycles, as SNAPHU sometimes leaves.
     for _ in range(int(rng.poisson(float(cfg["unwrapping_errors"]["per_scene"])))):
         region = np.abs(_blobs(rng, (h, w), 1, (8, 30))) > 0.6
