@@ -71,9 +71,11 @@ class BinaryScores(Metric):
 
 
 def threshold_grid(num_thresholds: int) -> torch.Tensor:
+    """``num_thresholds`` evenly spaced thresholds from 0 to 1 (float32)."""
     if num_thresholds < 2:
         raise ValueError(f"num_thresholds must be at least 2, got {num_thresholds}")
-    return torch.linspace(0.0, 1.0, num_thresholds, dtype=torch.float32)
+    steps = num_thresholds - 1
+    return (torch.arange(num_thresholds, dtype=torch.float64) / steps).to(torch.float32)
 
 
 class ThresholdSweep(Metric):
@@ -81,21 +83,39 @@ class ThresholdSweep(Metric):
 
     full_state_update = False
 
-    def __init__(self, num_thresholds: int = 101):
+    def __init__(self, num_thresholds: int = 129):
         super().__init__()
         self.register_buffer("thresholds", threshold_grid(num_thresholds), persistent=False)
+        steps = num_thresholds - 1
+        self._exact_grid = steps & (steps - 1) == 0  # a power of two: the fast exact path
         size = num_thresholds + 1
         self.add_state("positive", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("negative", default=torch.zeros(size, dtype=torch.long), dist_reduce_fx="sum")
 
+    def _bins(self, p: torch.Tensor) -> torch.Tensor:
+        """Float tensor: number of grid thresholds t with t <= p (so "p >= t_k" <=> bins > k)."""
+        t = self.thresholds
+        k = t.numel()
+        scaled = (p * (k - 1)).floor_().clamp_(0, k - 1)
+        if self._exact_grid:
+            return scaled.add_(1)  # p * 2^m and j / 2^m are exact in float32
+        # Other grids: the guess is within one of the answer; two comparisons
+        # with the stored thresholds make it agree with a brute-force "p >= t".
+        guess = scaled.long()
+        upper = torch.cat([t, t.new_full((1,), float("inf"))])
+        return (guess + (p >= t[guess]).long() + (p >= upper[guess + 1]).long()).to(p.dtype)
+
     def update(self, probability: torch.Tensor, landslide: torch.Tensor, valid: torch.Tensor) -> None:
-        mask = valid.bool()
-        # bins[i] = number of thresholds t with t <= p, so "p >= t_k" <=> bins > k.
-        bins = torch.bucketize(probability[mask].contiguous(), self.thresholds, right=True)
-        truth = landslide.bool()[mask]
+        p = probability.detach().reshape(-1).to(self.thresholds.dtype)
         size = self.positive.numel()
-        self.positive += torch.bincount(bins[truth], minlength=size)
-        self.negative += torch.bincount(bins[~truth], minlength=size)
+        code = self._bins(p)
+        # One histogram for both classes: landslide pixels are shifted by one
+        # block, invalid pixels land in a last bin that is discarded.
+        code.add_(landslide.reshape(-1).bool().view(torch.uint8), alpha=size)
+        code.masked_fill_(~valid.reshape(-1).bool(), 2 * size)
+        hist = torch.bincount(code.int(), minlength=2 * size + 1)
+        self.negative += hist[:size]
+        self.positive += hist[size:2 * size]
 
     def counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TP, FP, FN per threshold (length num_thresholds)."""

@@ -27,7 +27,7 @@ class LandslideSegmenter(L.LightningModule):
         optimizer: Mapping[str, Any] | Callable | None = None,
         scheduler: Mapping[str, Any] | Callable | None = None,
         model_name: str = "",
-        num_thresholds: int = 101,
+        num_thresholds: int = 129,
         threshold_metric: str = "iou",
     ):
         super().__init__()
