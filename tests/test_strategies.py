@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import compose_train
-from insarslide.augment import Augmenter
+from insarslide.augment import AlbumentationsAugmenter, Augmenter
 from insarslide.oversample import SmallLandslideOversampler, apply_crop, crop_origin
 from insarslide.samplers import BucketSampler, bucket_weights
 from insarslide.smoothing import SoftLabelCache, smooth_labels
@@ -197,31 +197,55 @@ def test_bucket_sampler_in_the_datamodule(tmp_path, patch_root):
 
 
 # ---------------------------------------------------------- augmentation
-def test_augmentation_keeps_bands_labels_and_mask_aligned():
+@pytest.mark.parametrize("kind", [Augmenter, AlbumentationsAugmenter])
+def test_augmentation_keeps_bands_labels_and_mask_aligned(kind):
     p = 16
     base = np.arange(p * p, dtype=np.float32).reshape(p, p)  # asymmetric: every pixel distinct
     bands = np.stack([base, base * 2 + 1, -base])
     landslide = (base % 7 == 0).astype(np.uint8)
     valid = (base % 5 != 0).astype(np.uint8)
     soft = base / base.max()
-    aug = Augmenter(hflip=0.5, vflip=0.5, rotate90=1.0, seed=0)
+    aug = kind(hflip=0.5, vflip=0.5, rotate90=1.0, seed=0)
     changed = 0
+    seen = set()
+    as_t = torch.from_numpy
     for _ in range(20):
-        out, (l2, s2, v2) = aug(bands, [landslide, soft, valid])
+        out, masks = aug(as_t(bands), [as_t(landslide), as_t(soft), as_t(valid)])
+        out, (l2, s2, v2) = out.numpy(), [m.numpy() for m in masks]
         key = out[0]
         changed += int(not np.array_equal(key, base))
+        seen.add(key.tobytes())
         np.testing.assert_array_equal(out[1], key * 2 + 1)
         np.testing.assert_array_equal(out[2], -key)
         np.testing.assert_array_equal(l2, (key % 7 == 0).astype(np.uint8))
         np.testing.assert_array_equal(v2, (key % 5 != 0).astype(np.uint8))
         np.testing.assert_allclose(s2, key / base.max())
     assert changed > 10
+    assert len(seen) >= 4  # several of the 8 flip/rotation combinations occur
 
 
-def test_phase_offset_wraps_and_only_touches_phase():
+def test_d4_composition_matches_numpy_flips_and_rotations():
+    from insarslide.augment import d4_element
+
+    m = np.arange(12.0).reshape(3, 4)
+    for h in (False, True):
+        for v in (False, True):
+            for k in range(4):
+                ref = m[:, ::-1] if h else m
+                ref = ref[::-1] if v else ref
+                ref = np.rot90(ref, k)
+                dims, transpose = d4_element(h, v, k)
+                got = torch.flip(torch.from_numpy(m), dims) if dims else torch.from_numpy(m)
+                got = got.transpose(-2, -1) if transpose else got
+                np.testing.assert_array_equal(got.numpy(), ref)
+
+
+@pytest.mark.parametrize("kind", [Augmenter, AlbumentationsAugmenter])
+def test_phase_offset_wraps_and_only_touches_phase(kind):
     bands = np.stack([np.full((8, 8), 3.0, np.float32), np.ones((8, 8), np.float32)])
-    aug = Augmenter(hflip=0, vflip=0, rotate90=0, phase_offset=1.0, seed=3).with_bands(["phase", "coherence"])
-    out, _ = aug(bands, [np.zeros((8, 8), np.uint8)])
+    aug = kind(hflip=0, vflip=0, rotate90=0, phase_offset=1.0, seed=3).with_bands(["phase", "coherence"])
+    out, _ = aug(torch.from_numpy(bands), [torch.zeros(8, 8, dtype=torch.uint8)])
+    out = out.numpy()
     assert (np.abs(out[0]) <= np.pi).all() and not np.allclose(out[0], 3.0)
     assert np.ptp(out[0]) < 1e-5  # a constant offset
     np.testing.assert_array_equal(out[1], 1.0)

@@ -193,10 +193,12 @@ class PatchStore:
         if shard not in self._maps:
             s = self.shards[shard]
             p = self.patch_size
+            # Copy-on-write: pages are shared read-only until written; a write
+            # stays private to this process (torch wants writable buffers).
             self._maps[shard] = (
-                np.memmap(s.path / BANDS_FILE, dtype="<f4", mode="r", shape=(s.count, len(BANDS), p, p)),
-                np.memmap(s.path / LANDSLIDE_FILE, dtype=np.uint8, mode="r", shape=(s.count, p, p)),
-                np.memmap(s.path / VALID_FILE, dtype=np.uint8, mode="r", shape=(s.count, p, p)),
+                np.memmap(s.path / BANDS_FILE, dtype="<f4", mode="c", shape=(s.count, len(BANDS), p, p)),
+                np.memmap(s.path / LANDSLIDE_FILE, dtype=np.uint8, mode="c", shape=(s.count, p, p)),
+                np.memmap(s.path / VALID_FILE, dtype=np.uint8, mode="c", shape=(s.count, p, p)),
             )
         return self._maps[shard]
 
@@ -206,6 +208,12 @@ class PatchStore:
         j = int(self._local[i])
         b = bands[j] if band_idx is None else bands[j][list(band_idx)]
         return np.array(b, dtype=np.float32), np.array(landslide[j]), np.array(valid[j])
+
+    def views(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Memory-mapped views of patch ``i`` (no copy; copy-on-write, so a write never reaches the files)."""
+        bands, landslide, valid = self._arrays(int(self._shard_of[i]))
+        j = int(self._local[i])
+        return bands[j], landslide[j], valid[j]
 
     def read_labels(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         _, landslide, valid = self._arrays(int(self._shard_of[i]))
