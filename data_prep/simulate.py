@@ -63,7 +63,7 @@ def power_law_field(rng: np.random.Generator, shape: tuple[int, int], exponent: 
     noise = rng.standard_normal((h, kx.shape[1])) + 1j * rng.standard_normal((h, kx.shape[1]))
     field = np.fft.irfft2(noise * amplitude, s=(h, w))
     std = field.std()
-    return (field - field.mean()) / (std if std > 0 else 1.0)
+    return ((field - field.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
 def radial_spectrum_slope(field: np.ndarray, k_min_px: float = 8.0, k_max_px: float = 3.0) -> float:
@@ -105,9 +105,9 @@ def viewing_geometry(shape: tuple[int, int], orbit: str, inc_near_deg: float, in
         ramp = ramp[::-1]
     inc = np.broadcast_to(np.radians(ramp)[None, :], (h, w))
     # Vector from ground to satellite: opposite the horizontal look direction, tilted up by the incidence.
-    east = -np.sin(inc) * math.sin(look_az)
-    north = -np.sin(inc) * math.cos(look_az)
-    up = np.cos(inc)
+    east = (-np.sin(inc) * math.sin(look_az)).astype(np.float32)
+    north = (-np.sin(inc) * math.cos(look_az)).astype(np.float32)
+    up = np.cos(inc).astype(np.float32)
     return Geometry(HEADING_DEG[orbit], np.degrees(inc[0]), east, north, up)
 
 
@@ -307,22 +307,36 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     }
 
 
+def _complex_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Circular complex Gaussian samples of unit power (complex64), drawn straight into place."""
+    z = rng.standard_normal(shape + (2,), dtype=np.float32)
+    z *= np.float32(1 / math.sqrt(2))
+    return z.view(np.complex64)[..., 0]
+
+
 def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int, rng: np.random.Generator,
                       rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
     """Co-registered pre/post SLCs on a grid ``looks_az x looks_rg`` finer, speckle correlated by coherence.
 
-    ``rows`` restricts the pair to some output rows, so that a large scene is made strip by strip.
+    ``pre = sqrt(sigma0_pre) x`` and ``post = sqrt(sigma0_post) (gamma x + sqrt(1 - gamma^2) n) exp(-i phase)``
+    with x, n independent circular Gaussians, so that ``pre * conj(post)`` has the true phase and
+    coherence. ``rows`` restricts the pair to some output rows (a large scene is made strip by strip).
     """
-    def up(a: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(a[rows].astype(np.float32), looks_az, axis=0), looks_rg, axis=1)
+    def per_look(a: np.ndarray) -> np.ndarray:  # output-grid field, broadcast over the looks
+        return a[rows][:, None, :, None]
 
-    gamma = up(truth["gamma"])
-    shape = gamma.shape
-    x = (rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(shape, dtype=np.float32)) / np.float32(math.sqrt(2))
-    n = (rng.standard_normal(shape, dtype=np.float32) + 1j * rng.standard_normal(shape, dtype=np.float32)) / np.float32(math.sqrt(2))
-    pre = np.sqrt(up(truth["sigma0_pre"])) * x
-    post = np.sqrt(up(truth["sigma0_post"])) * (gamma * x + np.sqrt(1 - gamma**2) * n) * np.exp(-1j * up(truth["phase_rad"]))
-    return pre.astype(np.complex64), post.astype(np.complex64)
+    gamma = per_look(truth["gamma"]).astype(np.float32)
+    h, w = gamma.shape[0], gamma.shape[2]
+    shape = (h, looks_az, w, looks_rg)  # reshapes to the SLC grid without a copy
+    x = _complex_normal(rng, shape)
+    noise = _complex_normal(rng, shape)
+    post_coef = (np.sqrt(truth["sigma0_post"][rows]) * np.exp(-1j * truth["phase_rad"][rows])).astype(np.complex64)
+    noise *= np.sqrt(1 - gamma**2)
+    noise += gamma * x
+    noise *= post_coef[:, None, :, None]
+    x *= np.sqrt(per_look(truth["sigma0_pre"])).astype(np.float32)
+    slc_shape = (h * looks_az, w * looks_rg)
+    return x.reshape(slc_shape), noise.reshape(slc_shape)
 
 
 def process_pair(pre: np.ndarray, post: np.ndarray, proc: Mapping[str, Any], invalid: np.ndarray | None = None,

@@ -40,7 +40,7 @@ def test_theoretical_phase_std_limits():
 def test_atmospheric_screen_spectral_slope(exponent):
     field = power_law_field(np.random.default_rng(1), (512, 512), exponent)
     assert radial_spectrum_slope(field) == pytest.approx(exponent, abs=0.3)
-    assert abs(field.mean()) < 1e-9 and field.std() == pytest.approx(1.0)
+    assert abs(field.mean()) < 1e-6 and field.std() == pytest.approx(1.0, rel=1e-5)
 
 
 def test_displacement_recovers_los_signal_at_high_coherence():
