@@ -32,7 +32,8 @@ if run:
     start = time.perf_counter()
     path = sim.write_simulated_scene(cfg, 0, work, timings)
     result.update(seconds=time.perf_counter() - start, snaphu_s=timings["snaphu_s"])
-result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across fork/exec)
+result["peak_mb"] = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 print(json.dumps(result))
 """
 

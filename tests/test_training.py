@@ -109,3 +109,18 @@ def test_quickstart_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "segformer_b2" and metrics["iou"] >= 0
+
+
+def test_reports_collect_a_sweep(tmp_path):
+    from insarslide.reports import collect_metrics, summarise
+
+    for k, (model, sigma, iou) in enumerate([("segformer_b2", 0.0, 0.1), ("segformer_b2", 0.0, 0.3),
+                                              ("unet_r34", 3.0, 0.2)]):
+        run = tmp_path / str(k)
+        run.mkdir()
+        (run / "metrics.json").write_text(json.dumps({"model": model, "sigma": sigma, "iou": iou, "f1": iou,
+                                                      "recall": iou, "precision": iou, "parameters": 24_700_000}))
+    table = collect_metrics(tmp_path)
+    assert len(table) == 3 and table["params_M"].iloc[0] == 24.7
+    summary = summarise(table)
+    assert summary.set_index(["model", "sigma"]).loc[("segformer_b2", 0.0), "iou"] == pytest.approx(0.2)
