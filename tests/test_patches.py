@@ -179,3 +179,20 @@ def test_cli_exit_codes_and_resume(tmp_path):
     assert again.returncode == 1 and "broken.nc" in again.stderr and "resumed" in again.stderr
     skip = subprocess.run(cmd + ["skip_bad=true"], capture_output=True, text=True)
     assert skip.returncode == 0
+
+
+def test_catalogue_fills_snap_export_attributes(tmp_path):
+    from data_prep.events import load_catalogue
+    from test_scene_reader import snap_export
+
+    catalogue = load_catalogue()
+    assert len(catalogue) == 20 and catalogue["lombok_2018"].post_date == "2018-08-23"
+    scene = snap_export(tmp_path / "lombok_2018.nc", h=20, w=20)
+    frame = gpd.GeoDataFrame(geometry=[box(10.0012, 44.997, 10.0030, 44.999)], crs=4326)
+    frame.to_file(tmp_path / "lombok_2018.kml", driver="KML")
+    report = build_patches([scene], tmp_path / "out", patch_size=32, progress=False)
+    assert not report.failures, report.failures
+    store = PatchStore(tmp_path / "out")
+    info = store.shard_info("lombok_2018")
+    assert info["region"] == "Lombok, Indonesia" and info["attrs"]["pre_date"] == "2018-08-11"
+    assert store.table["landslide_pixels"].sum() > 0

@@ -124,3 +124,15 @@ def test_reports_collect_a_sweep(tmp_path):
     assert len(table) == 3 and table["params_M"].iloc[0] == 24.7
     summary = summarise(table)
     assert summary.set_index(["model", "sigma"]).loc[("segformer_b2", 0.0), "iou"] == pytest.approx(0.2)
+
+
+def test_wandb_logger_offline_finishes_its_run(tmp_path, patch_root, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_train(["model=segformer_b2", "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1",
+                         "++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1"], tmp_path, patch_root)
+    train(cfg)
+    assert wandb.run is None  # finished, so the next sweep job starts clean
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
