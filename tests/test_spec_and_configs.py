@@ -63,7 +63,7 @@ def test_datamodule_refuses_unknown_band(tmp_path):
 
 def test_every_group_option_composes(tmp_path):
     for override in ["split=stratified", "split=region", "sampler=uniform", "oversample=none", "augment=none",
-                     "logger=wandb", "logger=none", "trainer=ddp", "trainer=gpu", "scheduler=none",
+                     "logger=wandb", "logger=none", "trainer=ddp", "trainer=ddp_cpu", "trainer=gpu", "scheduler=none",
                      "experiment=quickstart"]:
         cfg = compose_train([override], tmp_path)
         assert cfg is not None, override

@@ -95,7 +95,7 @@ class LandslideSegmenter(L.LightningModule):
         # val/iou is the IoU at the best threshold of this epoch: with rare
         # landslides a fixed 0.5 stays at 0 for many epochs and says nothing.
         self.log_dict({"val/iou": scores.iou, "val/f1": scores.f1, "val/precision": scores.precision,
-                       "val/recall": scores.recall, "val/threshold": threshold}, prog_bar=False)
+                       "val/recall": scores.recall, "val/threshold": threshold}, prog_bar=False, sync_dist=True)
         self.val_sweep.reset()
 
     def on_test_epoch_start(self) -> None:
@@ -108,7 +108,8 @@ class LandslideSegmenter(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         scores = self.test_scores.compute()
-        self.log_dict({**scores.as_dict("test/"), "test/threshold": float(self.threshold)})
+        # Metric states are already reduced over ranks: every rank logs the same values.
+        self.log_dict({**scores.as_dict("test/"), "test/threshold": float(self.threshold)}, sync_dist=True)
 
     def predict_step(self, batch, batch_idx):
         return torch.sigmoid(self(batch["bands"], batch.get("valid")))
