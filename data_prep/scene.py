@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import xarray as xr
 
+from insarslide.atomic import temporary_sibling
 from insarslide.spec import (
     BAND_BY_NAME,
     BANDS,
@@ -407,14 +407,6 @@ def validate_scene(path: str | os.PathLike, *, require_labels: bool = False) -> 
     return ValidationReport(path, problems, scene.warnings, out_of_range, valid_pixels, landslide_pixels)
 
 
-def atomic_path(final: Path) -> Path:
-    """A temporary sibling path of ``final`` (same folder, so the rename is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 class SceneWriter:
     """Write a canonical scene file strip by strip, atomically (temporary name, then rename).
 
@@ -433,7 +425,7 @@ class SceneWriter:
         self.path = Path(path)
         self.shape = (len(y), len(x))
         self.labelled, self.with_valid = labelled, with_valid
-        self.tmp = atomic_path(self.path)
+        self.tmp = temporary_sibling(self.path)
         self.file = h5netcdf.File(self.tmp, "w")
         try:
             self._define(np.asarray(x, np.float64), np.asarray(y, np.float64), crs_wkt, attrs, spacing, compression_level)

@@ -241,7 +241,7 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     if n_ls and weight.sum() > 0:
         centres = rng.choice(weight.size, size=n_ls, p=weight / weight.sum())
         lo_m, hi_m = ls_cfg["displacement_m"]
-        for centre, area in zip(centres, areas):
+        for centre, area in zip(centres, areas, strict=True):
             row, col = divmod(int(centre), w)
             stamp = landslide_shape(rng, area, float(downslope_az[row, col]), float(ls_cfg["elongation"]),
                                     float(ls_cfg["boundary_roughness"]))

@@ -17,7 +17,7 @@ def table(n_events=10, per_event=20, seed=0):
     rng = np.random.default_rng(seed)
     rows = []
     for e in range(n_events):
-        for k in range(per_event):
+        for _ in range(per_event):
             rows.append({"event_id": f"ev{e}", "region": f"r{e % 4}",
                          "landslide_pixels": int(rng.choice([0, 0, 0, rng.integers(1, 2000)]))})
     return pd.DataFrame(rows)

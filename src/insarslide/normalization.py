@@ -27,7 +27,7 @@ def band_statistics(store: PatchStore, indices: Iterable[int], band_idx: Sequenc
         values = bands.reshape(n_bands, -1)[:, valid.reshape(-1).astype(bool)].astype(np.float64)
         finite = np.isfinite(values)
         if shift is None and finite.any():
-            shift = np.array([v[f].mean() if f.any() else 0.0 for v, f in zip(values, finite)])
+            shift = np.array([v[f].mean() if f.any() else 0.0 for v, f in zip(values, finite, strict=True)])
         if shift is None:
             continue
         centred = np.where(finite, values - shift[:, None], 0.0)

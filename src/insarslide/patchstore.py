@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from insarslide.atomic import write_json_atomic
 from insarslide.spec import BANDS
 
 FORMAT_NAME = "insarslide-patches"
@@ -48,13 +49,6 @@ TABLE_COLUMNS = [
 
 class PatchFormatError(ValueError):
     """A patch data set on disk is missing, incomplete or of another format."""
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -130,8 +124,7 @@ def write_dataset_index(root: str | os.PathLike, patch_size: int, extra: dict | 
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "patch_size": patch_size,
                "bands": list(BANDS), "events": events, **(extra or {})}
     path = root / DATASET_FILE
-    _write_json_atomic(path, payload)
-    return path
+    return write_json_atomic(path, payload)
 
 
 @dataclass

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from insarslide.atomic import temporary_sibling
 from insarslide.patchstore import PatchStore
 
 CACHE_DTYPE = np.float16
@@ -58,8 +58,7 @@ class SoftLabelCache:
             return path
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         p = self.store.patch_size
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.cache_dir)
-        os.close(fd)
+        tmp = temporary_sibling(path)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=(len(self.store), p, p))
             pixels = self.store.table["landslide_pixels"].to_numpy()
@@ -70,8 +69,7 @@ class SoftLabelCache:
             del out
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         return path
 
     def __getstate__(self) -> dict:

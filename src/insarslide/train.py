@@ -5,10 +5,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +15,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import insarslide.config  # noqa: F401  (registers resolvers)
+from insarslide.atomic import write_json_atomic
 from insarslide.datamodule import PatchDataModule
 from insarslide.module import LandslideSegmenter
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def choose_threshold(trainer: L.Trainer, module: LandslideSegmenter, datamodule: PatchDataModule) -> tuple[float, Any]:
