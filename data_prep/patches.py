@@ -153,8 +153,10 @@ class BuildReport:
 def _tile_or_fail(scene_path: Path, out_dir: Path, kwargs: dict) -> TilingResult | tuple[str, str]:
     try:
         return tile_scene(scene_path, out_dir, **kwargs)
-    except (SceneError, OSError, ValueError) as exc:
+    except (SceneError, ValueError) as exc:  # spec breaks and bad inventories explain themselves
         return (str(scene_path), str(exc))
+    except Exception as exc:  # a batch run reports any failure per scene and goes on
+        return (str(scene_path), f"{scene_path}: {type(exc).__name__}: {exc}")
 
 
 def build_patches(

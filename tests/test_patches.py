@@ -155,7 +155,7 @@ def test_batch_run_reports_bad_scenes_and_keeps_good_ones(tmp_path):
     make_scene(scenes / "outside.nc", 40, 40, event_id="outside")
     gpd.GeoDataFrame(geometry=[box(0, 0, 10, 10)], crs=32633).to_file(scenes / "outside.geojson", driver="GeoJSON")
     out = tmp_path / "out"
-    report = build_patches(sorted(scenes.glob("*.nc")), out, patch_size=32, progress=False)
+    report = build_patches(sorted(scenes.glob("*.nc")), out, patch_size=32, progress=False, n_jobs=2)
     failed = {p.split("/")[-1]: m for p, m in report.failures}
     assert set(failed) == {"corrupt.nc", "nanband.nc", "outside.nc"}
     assert "NaN everywhere" in failed["nanband.nc"] and "coherence" in failed["nanband.nc"]
