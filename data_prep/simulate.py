@@ -441,16 +441,39 @@ def simulate_dataset(cfg: Mapping[str, Any], out_dir: str | Path | None = None, 
 
     out_dir = Path(out_dir if out_dir is not None else cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    plain = _plain(cfg)
+    _check_resume(out_dir, plain)
     prefix = str(_cfg(cfg, "event_prefix", "sim"))
     todo = [i for i in range(int(cfg["n_scenes"]))
             if not (out_dir / f"{prefix}_{int(cfg['seed'])}_{i:03d}.nc").exists()]
-    plain = _plain(cfg)
     jobs = [delayed(write_simulated_scene)(plain, i, out_dir) for i in todo]
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("simulating scenes", total=len(jobs))
         for _ in Parallel(n_jobs=n_jobs or int(_cfg(cfg, "n_jobs", 1)), return_as="generator_unordered")(jobs):
             bar.advance(task)
     return sorted(out_dir.glob(f"{prefix}_{int(cfg['seed'])}_*.nc"))[: int(cfg["n_scenes"])]
+
+
+RUN_SETTINGS = ("out_dir", "n_scenes", "n_jobs")  # may change between runs into the same folder
+SETTINGS_FILE = ".simulate.json"
+
+
+def _check_resume(out_dir: Path, cfg: dict) -> None:
+    """Refuse to mix scenes of different settings in one folder; record the settings on first use."""
+    from insarslide.atomic import write_json_atomic
+
+    settings = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}
+    path = out_dir / SETTINGS_FILE
+    if path.is_file():
+        import json
+
+        previous = json.loads(path.read_text())
+        changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"{out_dir}: holds scenes simulated with other settings (differences in {changed}); "
+                             f"use another out_dir or empty this one")
+        return
+    write_json_atomic(path, settings)
 
 
 def _plain(cfg: Mapping[str, Any]) -> dict:

@@ -125,3 +125,13 @@ def test_cli_writes_named_scenes(tmp_path):
                            "size=[64,70]", f"hydra.run.dir={tmp_path / 'hydra'}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.glob("*.nc")) == ["sim_4_000.nc", "sim_4_001.nc"]
+
+
+def test_resuming_into_a_folder_keeps_scenes_and_refuses_other_settings(tmp_path):
+    cfg = simulator_config(n_scenes=1, size=[40, 40], seed=1)
+    first = simulate_dataset(cfg, tmp_path, progress=False)
+    stamp = first[0].stat().st_mtime_ns
+    more = simulate_dataset({**cfg, "n_scenes": 2}, tmp_path, progress=False)
+    assert len(more) == 2 and more[0].stat().st_mtime_ns == stamp  # the first scene was kept
+    with pytest.raises(ValueError, match="size"):
+        simulate_dataset({**cfg, "size": [50, 50]}, tmp_path, progress=False)
