@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ def choose_threshold(trainer: L.Trainer, module: LandslideSegmenter, datamodule:
     threshold, scores = module.last_val_choice
     module.threshold.fill_(threshold)
     return threshold, scores
+
+
+def save_checkpoint_atomic(trainer: L.Trainer, path: Path) -> None:
+    """Rewrite a checkpoint under a temporary name, then rename (rank 0 writes, every rank waits)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    trainer.save_checkpoint(tmp)
+    if trainer.is_global_zero:
+        os.replace(tmp, path)
+    trainer.strategy.barrier("save_checkpoint_atomic")
 
 
 def print_metrics_table(metrics: dict) -> None:
@@ -59,7 +69,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
         datamodule.setup("fit")
         module.set_normalization(datamodule.band_mean, datamodule.band_std)
-        datamodule.split_table().to_csv(output_dir / "split.csv", index=False)
+        if trainer.is_global_zero:
+            datamodule.split_table().to_csv(output_dir / "split.csv", index=False)
         for lg in loggers:
             lg.log_hyperparams({"data_counts": datamodule.counts, "parameters": module.num_parameters})
 
@@ -72,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             module.load_state_dict(state["state_dict"])
         threshold, val_scores = choose_threshold(trainer, module, datamodule)
         if best_path:
-            trainer.save_checkpoint(best_path)  # now with the chosen threshold in its buffers
+            save_checkpoint_atomic(trainer, Path(best_path))  # now with the chosen threshold in its buffers
         test_results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
         metrics = {
@@ -83,7 +94,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "split": cfg.split.name, "seed": int(cfg.seed), "bands": list(cfg.data.bands),
             "best_checkpoint": best_path or None, "data_counts": datamodule.counts,
         }
-        write_json_atomic(output_dir / METRICS_FILE, metrics)
+        if trainer.is_global_zero:
+            write_json_atomic(output_dir / METRICS_FILE, metrics)
         for lg in loggers:
             lg.log_metrics({f"final/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         print_metrics_table(metrics)
