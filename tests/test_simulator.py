@@ -135,3 +135,16 @@ def test_resuming_into_a_folder_keeps_scenes_and_refuses_other_settings(tmp_path
     assert len(more) == 2 and more[0].stat().st_mtime_ns == stamp  # the first scene was kept
     with pytest.raises(ValueError, match="size"):
         simulate_dataset({**cfg, "size": [50, 50]}, tmp_path, progress=False)
+
+
+def test_documentation_figures_script(tmp_path):
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("figures", REPO / "docs" / "make_simulator_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    paths = figures.make_figures(tmp_path, size=64, seed=0)
+    assert {p.name for p in paths} == {f"simulator_{b}.png" for b in BANDS + ("landslide", "valid")}
+    assert all(p.stat().st_size > 1000 for p in paths)
