@@ -358,8 +358,9 @@ def process_products(ifg: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, pro
     start = time.perf_counter()
     unw, _ = dinsar.unwrap(filtered, coh, nlooks=float(proc["snaphu_nlooks"]), mask=None if invalid is None else ~invalid,
                            cost=str(proc["snaphu_cost"]), init=str(proc["snaphu_init"]),
-                           ntiles=tuple(proc["snaphu_tiles"]), tile_overlap=int(proc["snaphu_tile_overlap"]),
-                           nproc=int(proc["snaphu_nproc"]))
+                           ntiles=dinsar.snaphu_tiles(ifg.shape, proc["snaphu_max_tile_px"]),
+                           tile_overlap=int(proc["snaphu_tile_overlap"]), nproc=int(proc["snaphu_nproc"]),
+                           single_tile_reoptimize=bool(proc["snaphu_reoptimize"]))
     timings["snaphu_s"] = timings.get("snaphu_s", 0.0) + time.perf_counter() - start
     return {"phase": phase, "coherence": coh, "intensity": intensity, "unwrapped_phase": unw,
             "displacement": dinsar.phase_to_displacement(unw, wavelength_m)}

@@ -148,3 +148,18 @@ def test_documentation_figures_script(tmp_path):
     paths = figures.make_figures(tmp_path, size=64, seed=0)
     assert {p.name for p in paths} == {f"simulator_{b}.png" for b in BANDS + ("landslide", "valid")}
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_tiled_unwrapping_agrees_with_one_tile():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:300]
+    truth = 12 * np.exp(-((yy - 150) ** 2 + (xx - 140) ** 2) / (2 * 60**2))  # a 2-cycle bump
+    igram = np.exp(1j * (truth + rng.normal(0, 0.3, truth.shape))).astype(np.complex64)
+    corr = np.full(truth.shape, 0.8, np.float32)
+    assert dinsar.snaphu_tiles((300, 300), 160) == (2, 2) and dinsar.snaphu_tiles((300, 300), None) == (1, 1)
+    one, _ = dinsar.unwrap(igram, corr, 16, cost="defo", init="mst")
+    tiled, _ = dinsar.unwrap(igram, corr, 16, cost="defo", init="mst", ntiles=(2, 2), tile_overlap=64, nproc=2,
+                             single_tile_reoptimize=False)
+    for unw in (one, tiled):
+        offset = np.median(unw - truth)
+        assert np.mean(np.abs(unw - truth - offset) < np.pi) > 0.999
