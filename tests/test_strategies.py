@@ -249,3 +249,23 @@ def test_phase_offset_wraps_and_only_touches_phase(kind):
     assert (np.abs(out[0]) <= np.pi).all() and not np.allclose(out[0], 3.0)
     assert np.ptp(out[0]) < 1e-5  # a constant offset
     np.testing.assert_array_equal(out[1], 1.0)
+
+
+def test_loader_with_worker_processes(tmp_path, patch_root):
+    import hydra
+
+    cfg = compose_train(["data.num_workers=2", "smoothing.sigma=3", "sampler=bucket", "augment=thesis"],
+                        tmp_path, patch_root)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    seen = 0
+    for batch in dm.train_dataloader():
+        bands, valid, target = batch["bands"], batch["valid"].bool(), batch["target"]
+        assert bands.shape[1:] == (7, 64, 64) and bands.dtype == torch.float32
+        assert torch.isfinite(bands.permute(1, 0, 2, 3)[:, valid]).all()  # valid pixels have finite bands
+        assert (target >= batch["landslide"].float() - 1e-6).all()  # soft labels keep 1 on landslides
+        seen += bands.shape[0]
+    assert seen == len(dm.train_set)
+    val = next(iter(dm.val_dataloader()))
+    bands, _, _ = dm.store.read(int(val["index"][0]))
+    np.testing.assert_array_equal(val["bands"][0].numpy(), bands)  # no augmentation outside training
