@@ -198,7 +198,7 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     terrain, geom_cfg, ls_cfg = cfg["terrain"], cfg["geometry"], cfg["landslides"]
     coh_cfg, atm_cfg, water_cfg = cfg["coherence"], cfg["atmosphere"], cfg["water"]
 
-    # Terrain: fractal surface, valleys sharpened by squaring the normalised field.
+    # Terrain: fractal surface; a power > 1 of the normalised field widens valleys and sharpens ridges.
     base = power_law_field(rng, shape, float(terrain["spectral_exponent"]))
     ridges = (base - base.min()) / max(np.ptp(base), 1e-9)
     dem = float(terrain["base_elevation_m"]) + float(terrain["relief_m"]) * ridges ** float(terrain["valley_sharpness"])
@@ -237,7 +237,6 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     motion_m = np.zeros(shape, dtype=np.float64)
     source = np.zeros(shape, dtype=bool)
     landslides: list[Landslide] = []
-    realised_areas: list[int] = []
     if n_ls and weight.sum() > 0:
         centres = rng.choice(weight.size, size=n_ls, p=weight / weight.sum())
         lo_m, hi_m = ls_cfg["displacement_m"]
@@ -254,7 +253,6 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
             along = xx * math.sin(downslope_az[row, col]) - yy * math.cos(downslope_az[row, col])
             _place(source, stamp & (along < 0), row, col)
             landslides.append(Landslide(row, col, int(stamp.sum()), d))
-            realised_areas.append(int(stamp.sum()))
 
     # Line-of-sight projection of downslope motion (positive towards the satellite).
     dir_e = np.sin(downslope_az) * np.cos(slope)
@@ -302,7 +300,7 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
         "orbit_direction": orbit, "dem": dem, "slope": slope, "lia_deg": lia_deg, "layover": layover,
         "shadow": shadow, "water": water, "label": label, "los_m": los_m, "los_landslide_m": los_landslide_m,
         "aps_rad": aps, "gamma": gamma, "sigma0_pre": sigma0_pre, "sigma0_post": sigma0_post,
-        "phase_rad": phase_rad, "landslides": landslides, "realised_areas_px": np.array(realised_areas),
+        "phase_rad": phase_rad, "landslides": landslides, "realised_areas_px": np.array([ls.area_px for ls in landslides]),
         "n_landslides": n_ls,
     }
 
