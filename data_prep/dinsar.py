@@ -168,9 +168,8 @@ def unwrap(
             single_tile_reoptimize=single_tile_reoptimize,
         )
     unw = np.asarray(unw, dtype=np.float32)[:h, :w]
-    conncomp = np.asarray(conncomp)[:h, :w]
     unw[bad] = np.nan
-    return unw, np.asarray(conncomp, dtype=np.uint32)
+    return unw, np.asarray(conncomp, dtype=np.uint32)[:h, :w]
 
 
 @contextlib.contextmanager

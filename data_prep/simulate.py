@@ -23,6 +23,7 @@ Each scene is made in four steps (details and figures: ``docs/simulator.md``):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -37,6 +38,7 @@ from scipy import ndimage
 
 from data_prep import dinsar
 from data_prep.scene import write_scene
+from insarslide.atomic import write_json_atomic
 from insarslide.spec import S1_WAVELENGTH_M
 
 log = logging.getLogger(__name__)
@@ -459,13 +461,9 @@ SETTINGS_FILE = ".simulate.json"
 
 def _check_resume(out_dir: Path, cfg: dict) -> None:
     """Refuse to mix scenes of different settings in one folder; record the settings on first use."""
-    from insarslide.atomic import write_json_atomic
-
     settings = {k: v for k, v in cfg.items() if k not in RUN_SETTINGS}
     path = out_dir / SETTINGS_FILE
     if path.is_file():
-        import json
-
         previous = json.loads(path.read_text())
         changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
         if changed:

@@ -10,9 +10,10 @@ An optional random constant offset of the wrapped phase (wrapped back into
 Two interchangeable implementations:
 
 - :class:`Augmenter` (``augment=thesis``): the three transforms composed into
-  one flip kernel and at most one transposed view, copied once by the data set. Measured here at 0.4 ms per 7-band
-  256 x 256 patch, against 2.8 ms for the same Albumentations pipeline, which
-  would make the loader miss its throughput target (docs/benchmarks.md).
+  one flip kernel and at most one transposed view, copied once by the data
+  set. Measured here at 0.4 ms per 7-band 256 x 256 patch, against 2.8 ms for
+  the same Albumentations pipeline, which would make the loader miss its
+  throughput target (docs/benchmarks.md).
 - :class:`AlbumentationsAugmenter` (``augment=albumentations``): the same
   transforms through Albumentations, for users who want to add others from it.
 """

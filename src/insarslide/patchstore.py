@@ -197,10 +197,9 @@ class PatchStore:
 
     def read(self, i: int, band_idx: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Patch ``i`` as (bands float32 (C, P, P), landslide uint8 (P, P), valid uint8 (P, P)), copied."""
-        bands, landslide, valid = self._arrays(int(self._shard_of[i]))
-        j = int(self._local[i])
-        b = bands[j] if band_idx is None else bands[j][list(band_idx)]
-        return np.array(b, dtype=np.float32), np.array(landslide[j]), np.array(valid[j])
+        bands, landslide, valid = self.views(i)
+        b = bands if band_idx is None else bands[list(band_idx)]
+        return np.array(b, dtype=np.float32), np.array(landslide), np.array(valid)
 
     def views(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Memory-mapped views of patch ``i`` (no copy; copy-on-write, so a write never reaches the files)."""
@@ -209,9 +208,8 @@ class PatchStore:
         return bands[j], landslide[j], valid[j]
 
     def read_labels(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        _, landslide, valid = self._arrays(int(self._shard_of[i]))
-        j = int(self._local[i])
-        return np.array(landslide[j]), np.array(valid[j])
+        _, landslide, valid = self.views(i)
+        return np.array(landslide), np.array(valid)
 
     def iter_patches(self, indices: Iterable[int], band_idx: Sequence[int] | None = None):
         for i in indices:

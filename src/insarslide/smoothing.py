@@ -56,15 +56,13 @@ class SoftLabelCache:
         path = self.path
         if path.is_file():
             return path
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         p = self.store.patch_size
         tmp = temporary_sibling(path)
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=(len(self.store), p, p))
-            pixels = self.store.table["landslide_pixels"].to_numpy()
             for i in range(len(self.store)):
                 landslide, _ = self.store.read_labels(i)
-                out[i] = smooth_labels(landslide, self.sigma) if landslide.any() or pixels[i] else 0
+                out[i] = smooth_labels(landslide, self.sigma)  # zeros for a patch without landslides
             out.flush()
             del out
             os.replace(tmp, path)
