@@ -2,7 +2,7 @@
 
     python bench/bench_tiling_memory.py [--size 10000] [--keep DIR]
 
-Writes a synthetic scene strip by strip (data_prep.scene.SceneWriter), then
+Writes a synthetic scene strip by strip (insarslide.scene.SceneWriter), then
 tiles it with data_prep.patches.tile_scene in a child process and compares
 that child's peak RSS with an idle child that imported the same modules.
 Target (issue 3): under 2 GB above the interpreter's baseline.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.scene import SceneWriter
+from insarslide.scene import SceneWriter
 from insarslide.spec import BANDS
 
 CHILD = r"""

@@ -24,7 +24,7 @@ import numpy as np
 
 from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
-from data_prep.scene import Scene, SceneError, open_scene
+from insarslide.scene import Scene, SceneError, open_scene
 from insarslide.patchstore import ShardWriter, shard_exists, write_dataset_index
 from insarslide.spec import BANDS
 
@@ -171,6 +171,7 @@ def build_patches(
     resume: bool = True,
     n_jobs: int = 1,
     progress: bool = True,
+    index_extra: dict | None = None,
 ) -> BuildReport:
     """Tile many scenes (in parallel across scenes) and index the data set; never raises per scene."""
     from joblib import Parallel, delayed
@@ -197,7 +198,7 @@ def build_patches(
             else:
                 failures.append(outcome)
             bar.advance(task)
-    write_dataset_index(out_dir, patch_size)
+    write_dataset_index(out_dir, patch_size, index_extra)
     return BuildReport(sorted(results, key=lambda r: r.event_id), sorted(failures), time.perf_counter() - start)
 
 

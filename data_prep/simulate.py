@@ -18,7 +18,7 @@ Each scene is made in four steps (details and figures: ``docs/simulator.md``):
 3. *DInSAR processing* with :mod:`data_prep.dinsar` (interferogram, multilook,
    windowed coherence estimate, Goldstein filter, SNAPHU, phase to displacement),
    so the bands carry the estimator bias and unwrapping errors of real products.
-4. *Writing* through :func:`data_prep.scene.write_scene`, the one scene writer.
+4. *Writing* through :func:`insarslide.scene.write_scene`, the one scene writer.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep import dinsar
-from data_prep.scene import write_scene
+from insarslide.scene import write_scene
 from insarslide.atomic import write_json_atomic
 from insarslide.spec import S1_WAVELENGTH_M
 
@@ -339,33 +339,6 @@ def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int, rn
     return x.reshape(slc_shape), noise.reshape(slc_shape)
 
 
-def process_pair(pre: np.ndarray, post: np.ndarray, proc: Mapping[str, Any], invalid: np.ndarray | None = None,
-                 wavelength_m: float = S1_WAVELENGTH_M, timings: dict | None = None) -> dict[str, np.ndarray]:
-    """Run a co-registered SLC pair through the NumPy DInSAR chain; bands on the multilooked grid."""
-    products = dinsar.multilook_products(pre, post, int(proc["looks_az"]), int(proc["looks_rg"]))
-    return process_products(*products, proc, invalid, wavelength_m, timings)
-
-
-def process_products(ifg: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, proc: Mapping[str, Any],
-                     invalid: np.ndarray | None = None, wavelength_m: float = S1_WAVELENGTH_M,
-                     timings: dict | None = None) -> dict[str, np.ndarray]:
-    """The chain after multilooking: coherence, Goldstein filter, SNAPHU, displacement."""
-    timings = timings if timings is not None else {}
-    coh = dinsar.coherence_from_products(ifg, p_pre, p_post, window=int(proc["coherence_window"]))
-    intensity = p_post
-    filtered = dinsar.goldstein_filter(ifg, alpha=float(proc["goldstein_alpha"]), fft_size=int(proc["goldstein_fft_size"]))
-    phase = np.angle(filtered).astype(np.float32)
-    start = time.perf_counter()
-    unw, _ = dinsar.unwrap(filtered, coh, nlooks=float(proc["snaphu_nlooks"]), mask=None if invalid is None else ~invalid,
-                           cost=str(proc["snaphu_cost"]), init=str(proc["snaphu_init"]),
-                           ntiles=dinsar.snaphu_tiles(ifg.shape, proc["snaphu_max_tile_px"]),
-                           tile_overlap=int(proc["snaphu_tile_overlap"]), nproc=int(proc["snaphu_nproc"]),
-                           single_tile_reoptimize=bool(proc["snaphu_reoptimize"]))
-    timings["snaphu_s"] = timings.get("snaphu_s", 0.0) + time.perf_counter() - start
-    return {"phase": phase, "coherence": coh, "intensity": intensity, "unwrapped_phase": unw,
-            "displacement": dinsar.phase_to_displacement(unw, wavelength_m)}
-
-
 def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None = None) -> tuple[dict, dict]:
     """Simulate scene ``index`` of the data set seeded by ``cfg.seed``: (scene variables and attributes, truth)."""
     h, w = (int(v) for v in cfg["size"])
@@ -384,7 +357,7 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
         rows = slice(row0, min(row0 + strip, h))
         pre, post = simulate_slc_pair(truth, la, lr, rng, rows)
         ifg[rows], p_pre[rows], p_post[rows] = dinsar.multilook_products(pre, post, la, lr)
-    bands = process_products(ifg, p_pre, p_post, proc, invalid, float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), timings)
+    bands = dinsar.process_products(ifg, p_pre, p_post, proc, invalid, float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), timings)
     # Injected unwrapping jumps: a region off by whole cycles, as SNAPHU sometimes leaves.
     for _ in range(int(rng.poisson(float(cfg["unwrapping_errors"]["per_scene"])))):
         region = np.abs(_blobs(rng, (h, w), 1, (8, 30))) > 0.6

@@ -11,7 +11,7 @@ from shapely.geometry import LineString, Point, box
 from data.scenes import ORIGIN, PIXEL_M, make_scene
 from data_prep.inventory import InventoryError, rasterize_inventory
 from data_prep.patches import build_patches, tile_origins, tile_scene
-from data_prep.scene import open_scene
+from insarslide.scene import open_scene
 from insarslide.patchstore import PatchStore, write_dataset_index
 
 

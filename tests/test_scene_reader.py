@@ -8,7 +8,7 @@ import pytest
 import xarray as xr
 
 from data.scenes import make_scene, position_bands
-from data_prep.scene import SceneError, open_scene, validate_scene
+from insarslide.scene import SceneError, open_scene, validate_scene
 from insarslide.spec import BANDS
 
 

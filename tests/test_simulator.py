@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from conftest import simulator_config
 from data_prep import dinsar
-from data_prep.scene import validate_scene
+from insarslide.scene import validate_scene
 from data_prep.simulate import (area_quantiles, power_law_field, radial_spectrum_slope, simulate_dataset,
                                 simulate_scene, simulate_slc_pair, simulate_truth, viewing_geometry)
 from insarslide.spec import BANDS, S1_WAVELENGTH_M

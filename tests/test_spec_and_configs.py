@@ -87,7 +87,7 @@ def test_switch_off_options(tmp_path):
     wandb = compose_train(["logger=wandb"], tmp_path).logger.wandb
     assert wandb._target_.endswith("WandbLogger") and wandb.project == "insarslide"
     quick = compose_train(["experiment=quickstart"], tmp_path)
-    assert quick.data.synthetic.n_scenes == 8 and quick.data.synthetic.processing.looks_az == 4
+    assert quick.data.builder.settings.n_scenes == 8 and quick.data.builder.settings.processing.looks_az == 4
 
 
 def test_simulate_and_patches_configs_compose():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -126,7 +126,8 @@ class PatchDataModule(L.LightningDataModule):
         smoothing_sigma: float = 0.0,
         augment: Augmenter | None = None,
         cache_dir: str | None = None,
-        synthetic: Mapping[str, Any] | None = None,
+        builder: Callable[..., Any] | None = None,
+        rebuild: bool = False,
         patch_size: int = 256,
         seed: int = 42,
     ):
@@ -144,7 +145,8 @@ class PatchDataModule(L.LightningDataModule):
         self.smoothing_sigma = float(smoothing_sigma)
         self.augment = augment.with_bands(self.bands) if augment is not None else None
         self.cache_dir = cache_dir
-        self.synthetic = synthetic
+        self.builder = builder  # data_prep.synthetic.build_synthetic_dataset for the quickstart
+        self.rebuild = rebuild
         self.patch_size = patch_size
         self.seed = seed
         self.store: PatchStore | None = None
@@ -154,21 +156,14 @@ class PatchDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- setup
     def prepare_data(self) -> None:
-        """Build the embedded synthetic data set when ``root`` holds none and ``synthetic`` is configured."""
-        if (self.root / DATASET_FILE).is_file():
-            return
-        if not self.synthetic:
-            raise FileNotFoundError(f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one with "
-                                    f"'python -m data_prep.patches scenes_dir=... out_dir={self.root}'")
-        from data_prep.patches import build_patches
-        from data_prep.simulate import simulate_dataset
-
-        scenes_dir = Path(self.synthetic["out_dir"])
-        log.info("no data set in %s: simulating %s scene(s) into %s", self.root, self.synthetic["n_scenes"], scenes_dir)
-        scenes = simulate_dataset(self.synthetic, scenes_dir)
-        report = build_patches(scenes, self.root, patch_size=self.patch_size, n_jobs=1)
-        if report.failures:
-            raise RuntimeError(f"building the synthetic data set failed: {report.failures}")
+        """Let ``builder`` make (or check) the data set; without one, ``root`` must already hold it."""
+        if self.builder is not None:
+            self.builder(self.root, patch_size=self.patch_size, rebuild=self.rebuild)
+        if not (self.root / DATASET_FILE).is_file():
+            raise FileNotFoundError(
+                f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one from scenes with "
+                f"'python -m data_prep.patches scenes_dir=SCENES out_dir={self.root}' and pass data.root=..., "
+                f"or add experiment=quickstart to train on the embedded simulated data.")
 
     def setup(self, stage: str | None = None) -> None:
         if self.store is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS
 
-from data_prep.scene import write_scene
+from insarslide.scene import write_scene
 from insarslide.spec import BANDS
 
 UTM33 = CRS.from_epsg(32633).to_wkt()

@@ -1,0 +1,86 @@
+"""The embedded synthetic data set: simulate scenes, tile them, remember the settings.
+
+This is the one entry point through which training builds data (the
+``experiment=quickstart`` config points ``data.builder`` here); the runtime
+package never imports ``data_prep``. The simulator settings are stored in the
+data set's ``dataset.json`` (key ``synthetic``), so a later run asking for
+other settings is refused instead of silently training on the old data, or,
+with ``rebuild=true``, gets the data set rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+from insarslide.patchstore import DATASET_FILE
+
+log = logging.getLogger(__name__)
+SETTINGS_KEY = "synthetic"
+RUN_ONLY = ("n_jobs",)  # how a data set was made, not what it holds
+
+
+def _plain(settings: Mapping[str, Any]) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(settings, DictConfig):
+        return OmegaConf.to_container(settings, resolve=True)  # type: ignore[return-value]
+    return json.loads(json.dumps(dict(settings)))
+
+
+def _fingerprint(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in RUN_ONLY}
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], patch_size: int,
+                            rebuild: bool = False) -> Path:
+    """Make sure ``root`` holds the patch data set of ``settings``; build (or rebuild) it if not.
+
+    Returns ``root``. Raises ``ValueError`` naming the differing settings when
+    ``root`` holds a data set of other settings and ``rebuild`` is false.
+    """
+    from data_prep.patches import build_patches
+    from data_prep.simulate import simulate_dataset
+
+    root = Path(root)
+    wanted = _fingerprint(_plain(settings))
+    index = root / DATASET_FILE
+    if index.is_file():
+        meta = json.loads(index.read_text())
+        stored, stored_patch = meta.get(SETTINGS_KEY), meta.get("patch_size")
+        if stored is None:  # a data set of the user's own (built from real scenes): use it as it is
+            log.warning("%s: data set not made by the simulator; the simulator settings are not used", root)
+            return root
+        diffs = _differences(stored, wanted)
+        if stored_patch != patch_size:
+            diffs.append(f"patch_size: {stored_patch!r} -> {patch_size!r}")
+        if not diffs:
+            return root
+        if not rebuild:
+            raise ValueError(
+                f"{root}: holds a data set made with other settings ({'; '.join(diffs)}). "
+                f"Add data.rebuild=true to rebuild it, or point data.root (and data.builder.settings.out_dir) "
+                f"at a fresh folder.")
+        log.warning("rebuilding %s (%s)", root, "; ".join(diffs))
+        shutil.rmtree(root)
+        scenes_dir = Path(wanted["out_dir"])
+        if scenes_dir.is_dir():
+            shutil.rmtree(scenes_dir)
+    scenes_dir = Path(wanted["out_dir"])
+    log.info("no data set in %s: simulating %s scene(s) into %s", root, wanted["n_scenes"], scenes_dir)
+    scenes = simulate_dataset(_plain(settings), scenes_dir, progress=False)
+    report = build_patches(scenes, root, patch_size=patch_size, n_jobs=1, progress=False,
+                           index_extra={SETTINGS_KEY: wanted})
+    if report.failures:
+        raise RuntimeError(f"building the synthetic data set in {root} failed: {report.failures}")
+    return root
