@@ -27,7 +27,6 @@ import json
 import logging
 import math
 import sys
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
