@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,9 +12,14 @@ import insarslide.config  # noqa: F401  (registers resolvers before Hydra resolv
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from insarslide.datamodule import MissingDataSet
     from insarslide.train import train
 
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except MissingDataSet as exc:  # a fresh machine: one message that says what to do, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     return float(metrics["val_iou"])  # the value a sweeper optimises
 
 

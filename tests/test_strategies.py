@@ -10,7 +10,8 @@ from insarslide.augment import AlbumentationsAugmenter, Augmenter
 from insarslide.oversample import SmallLandslideOversampler, apply_crop, crop_origin
 from insarslide.samplers import BucketSampler, bucket_weights
 from insarslide.smoothing import SoftLabelCache, smooth_labels
-from insarslide.splits import RandomSplit, RegionSplit, StratifiedSplit, size_buckets
+from insarslide.sizes import size_classes, size_edges
+from insarslide.splits import RandomSplit, RegionSplit, StratifiedSplit
 
 
 def table(n_events=10, per_event=20, seed=0):
@@ -35,7 +36,8 @@ def test_random_split_is_70_20_10_and_reproducible():
 def test_stratified_split_keeps_bucket_shares():
     t = table(n_events=20)
     labels = StratifiedSplit(seed=0).assign(t)
-    buckets, _, _ = size_buckets(t["landslide_pixels"].to_numpy())
+    pixels = t["landslide_pixels"].to_numpy()
+    buckets = size_classes(pixels, size_edges(pixels))
     for b in range(4):
         members = labels[buckets == b]
         share = np.mean(members == "train")
@@ -132,7 +134,23 @@ def test_crop_past_the_patch_edge_is_invalid_there():
     assert new_valid.sum() == (crop - 15) ** 2
 
 
+def test_size_classes_one_rule_worked_by_hand():
+    # Landslide patches 10, 20, 30, 40, 50 px: p25 = 20 and p75 = 40 (linear quantiles of five values).
+    pixels = np.array([0, 10, 20, 30, 40, 50, 0])
+    assert size_edges(pixels) == (20.0, 40.0)
+    # A patch at the edge belongs to the class below it: 20 is small, 40 is medium.
+    np.testing.assert_array_equal(size_classes(pixels, (20.0, 40.0)), [0, 1, 1, 2, 2, 3, 0])
+    # Edges from another reference set (the training patches) apply to any counts.
+    np.testing.assert_array_equal(size_classes(np.array([5, 25, 45]), (20.0, 40.0)), [1, 2, 3])
+    assert size_edges(np.zeros(4)) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="quantiles"):
+        size_edges(pixels, (0.8, 0.2))
+
+
 def test_oversampling_touches_only_small_training_patches():
+    # Training landslide patches hold 5, 10, 50, 100, 200, 300 px: p25 sits at rank 1.25 of the six,
+    # 10 + 0.25 * (50 - 10) = 20 px, so the small ones are patches 1 (5 px) and 2 (10 px);
+    # patches 7 (7 px) and 8 (3 px) are small too but not training patches.
     pixels = np.array([0, 5, 10, 50, 100, 200, 300, 7, 3, 1000])
     labels = {}
     for i in range(10):
@@ -142,13 +160,20 @@ def test_oversampling_touches_only_small_training_patches():
     train = np.array([0, 1, 2, 3, 4, 5, 6])
     sampler = SmallLandslideOversampler(quantile=0.25, crop_size=32)
     samples = sampler.samples(train, pixels, lambda i: (labels[i], None))
-    positive = pixels[train][pixels[train] > 0]
-    assert sampler.threshold_px == pytest.approx(np.quantile(positive, 0.25))
+    assert sampler.threshold_px == pytest.approx(20.0)
     extra = [s for s in samples if s.crop is not None]
-    assert {s.patch for s in extra} == {int(i) for i in train if 0 < pixels[i] < sampler.threshold_px}
-    assert all(s.patch in train for s in samples)
-    assert len(samples) == len(train) + len(extra)
+    assert sorted(s.patch for s in extra) == [1, 2]
+    assert [s.patch for s in samples[: len(train)]] == list(train)
+    assert len(samples) == len(train) + 2
     assert SmallLandslideOversampler(enabled=False).samples(train, pixels, None) == [s for s in samples if s.crop is None]
+
+
+def test_oversampling_includes_a_patch_exactly_at_the_quantile():
+    # 10, 20, 30, 40, 50 px: p25 = 20 exactly; the 20 px patch is small (the same rule as the sampler's buckets).
+    pixels = np.array([10, 20, 30, 40, 50])
+    labels = {i: (np.arange(64 * 64).reshape(64, 64) < pixels[i]).astype(np.uint8) for i in range(5)}
+    samples = SmallLandslideOversampler(quantile=0.25, crop_size=32).samples(np.arange(5), pixels, lambda i: (labels[i], None))
+    assert sorted(s.patch for s in samples if s.crop is not None) == [0, 1]
 
 
 def test_datamodule_oversamples_training_split_only(tmp_path, patch_root):
@@ -169,13 +194,24 @@ def test_bucket_sampler_shares_within_three_standard_errors():
     rng = np.random.default_rng(0)
     pixels = np.concatenate([np.zeros(300, int), rng.integers(1, 5000, 200)])
     weights = [0.1, 0.5, 0.3, 0.1]
-    sampler = BucketSampler(weights=weights, epoch_length=10_000).build(pixels, seed=0)
+    sampler = BucketSampler(weights=weights, epoch_length=10_000).build(pixels, pixels, seed=0)
     draws = np.fromiter(iter(sampler), dtype=np.int64)
     assert draws.size == 10_000
     _, buckets = bucket_weights(pixels, weights)
     shares = np.bincount(buckets[draws], minlength=4) / draws.size
     se = np.sqrt(np.array(weights) * (1 - np.array(weights)) / draws.size)
     assert (np.abs(shares - weights) <= 3 * se).all(), shares
+
+
+def test_bucket_weights_worked_by_hand_with_crops_in_their_patch_class():
+    # Training patches 0, 0, 10, 20, 30, 40, 50 px: edges (20, 40). Two extra samples are crops of the
+    # 10 px and 20 px patches (small): they count as small, and the edges stay those of the patches.
+    patches = np.array([0, 0, 10, 20, 30, 40, 50])
+    samples = np.concatenate([patches, [10, 20]])
+    per_sample, classes = bucket_weights(samples, [0.1, 0.5, 0.3, 0.1], reference_pixels=patches)
+    np.testing.assert_array_equal(classes, [0, 0, 1, 1, 2, 2, 3, 1, 1])
+    # Expected draw probability: the class share spread evenly over the class's samples.
+    np.testing.assert_allclose(per_sample, [0.05, 0.05, 0.125, 0.125, 0.15, 0.15, 0.1, 0.125, 0.125])
 
 
 def test_bucket_sampler_redistributes_empty_bucket_with_warning():

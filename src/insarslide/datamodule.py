@@ -25,9 +25,13 @@ from insarslide.patchstore import DATASET_FILE, PatchStore
 from insarslide.samplers import UniformSampler
 from insarslide.smoothing import SoftLabelCache
 from insarslide.spec import BANDS, band_indices, check_band_names
-from insarslide.splits import RandomSplit
+from insarslide.splits import RandomSplit, check_no_overlap_leak
 
 log = logging.getLogger(__name__)
+
+
+class MissingDataSet(FileNotFoundError):
+    """``data.root`` holds no patch data set and no builder is configured; the message says what to do."""
 
 
 class PatchDataset(Dataset):
@@ -46,19 +50,6 @@ class PatchDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def landslide_pixels(self) -> np.ndarray:
-        """Landslide pixel count of each sample (crops count what lies inside the crop)."""
-        counts = self.store.table["landslide_pixels"].to_numpy()
-        out = np.empty(len(self.samples), dtype=np.int64)
-        for k, s in enumerate(self.samples):
-            if s.crop is None:
-                out[k] = counts[s.patch]
-            else:
-                landslide, valid = self.store.read_labels(s.patch)
-                (cropped,), new_valid = apply_crop([landslide], valid, s.crop, self.crop_size)
-                out[k] = int((cropped.astype(bool) & new_valid.astype(bool)).sum())
-        return out
 
     def _sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Bands, target, landslide, valid of sample ``k`` as (possibly non-contiguous) views.
@@ -160,7 +151,7 @@ class PatchDataModule(L.LightningDataModule):
         if self.builder is not None:
             self.builder(self.root, patch_size=self.patch_size, rebuild=self.rebuild)
         if not (self.root / DATASET_FILE).is_file():
-            raise FileNotFoundError(
+            raise MissingDataSet(
                 f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one from scenes with "
                 f"'python -m data_prep.patches scenes_dir=SCENES out_dir={self.root}' and pass data.root=..., "
                 f"or add experiment=quickstart to train on the embedded simulated data.")
@@ -173,6 +164,7 @@ class PatchDataModule(L.LightningDataModule):
             log.warning("data set %s has %d px patches; data.patch_size is %d", self.root, self.store.patch_size, self.patch_size)
         if len(self.store) == 0:
             raise ValueError(f"{self.root}: the patch data set is empty")
+        check_no_overlap_leak(self.splitter, self.store.table, self.store.patch_size, str(self.root))
         self.split_labels = np.asarray(self.splitter.assign(self.store.table))
         for name in ("train", "val", "test"):
             if not (self.split_labels == name).any():
@@ -213,7 +205,12 @@ class PatchDataModule(L.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = self.sampler.build(self.train_set.landslide_pixels(), self.seed)
+        # Each sample is drawn in the size class of its patch (a crop in that of the patch it was
+        # cut from); the class edges come from the training patches (insarslide.sizes).
+        pixels = self.store.table["landslide_pixels"].to_numpy()
+        sample_pixels = pixels[[s.patch for s in self.train_set.samples]]
+        reference = pixels[self.split_labels == "train"]
+        sampler = self.sampler.build(sample_pixels, reference, self.seed)
         return self._loader(self.train_set, self.batch_size, shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -1,8 +1,9 @@
 """Small-landslide oversampling (thesis section 5.3.1): one extra crop per small-landslide patch.
 
-Training patches whose landslide pixel count is positive and below the
-``quantile`` of the training landslide patches (the 25th percentile, 120 px in
-the thesis) get one extra sample: a ``crop_size`` window centred on the
+Training patches of the ``small`` size class of :mod:`insarslide.sizes`
+(landslide pixel count positive and at most the ``quantile`` of the training
+landslide patches: the 25th percentile, 120 px in the thesis) get one extra
+sample: a ``crop_size`` window centred on the
 bounding box of the patch's landslide pixels, placed in the centre of an empty
 patch; everything outside the crop (and any part of the crop that lies outside
 the source patch) is padding with ``valid = 0``. The original patch stays.
@@ -14,6 +15,8 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+from insarslide.sizes import size_classes, size_edges
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +78,15 @@ class SmallLandslideOversampler:
         if not self.enabled:
             return samples
         pixels = landslide_pixels[train_patches]
-        positive = pixels[pixels > 0]
-        if positive.size == 0:
+        if not (pixels > 0).any():
             log.warning("oversampling: no training patch holds landslide pixels; nothing added")
             return samples
-        self.threshold_px = float(np.quantile(positive, self.quantile))
-        small = train_patches[(pixels > 0) & (pixels < self.threshold_px)]
+        edges = size_edges(pixels, (self.quantile, max(self.quantile, 0.75)))
+        self.threshold_px = edges[0]
+        small = train_patches[size_classes(pixels, edges) == 1]
         for i in small:
             landslide, _ = read_labels(int(i))
             samples.append(Sample(int(i), crop_origin(landslide, self.crop_size)))
-        log.info("oversampling: %d training samples -> %d (%d small-landslide patches below %.0f px)",
+        log.info("oversampling: %d training samples -> %d (%d small-landslide patches of at most %.0f px)",
                  len(train_patches), len(samples), len(small), self.threshold_px)
         return samples

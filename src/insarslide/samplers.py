@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from insarslide.splits import size_buckets
+from insarslide.sizes import SIZE_CLASSES, size_classes, size_edges
 
 log = logging.getLogger(__name__)
-BUCKET_NAMES = ("none", "small", "medium", "large")
 
 
 class UniformSampler:
@@ -24,24 +23,29 @@ class UniformSampler:
     def __init__(self, name: str = "uniform"):
         self.name = name
 
-    def build(self, landslide_pixels: np.ndarray, seed: int) -> Sampler | None:
+    def build(self, sample_pixels: np.ndarray, reference_pixels: np.ndarray, seed: int) -> Sampler | None:
         return None
 
 
-def bucket_weights(landslide_pixels: np.ndarray, shares: Sequence[float],
-                   quantiles: tuple[float, float] = (0.25, 0.75)) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample weights whose expected draw share per bucket equals ``shares``; returns (weights, buckets).
+def bucket_weights(sample_pixels: np.ndarray, shares: Sequence[float], reference_pixels: np.ndarray | None = None,
+                   quantiles: Sequence[float] = (0.25, 0.75)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample weights whose expected draw share per size class equals ``shares``; returns (weights, classes).
 
-    Shares of empty buckets are redistributed over the others in proportion, with a warning.
+    ``sample_pixels`` is the landslide pixel count that decides each sample's
+    class (for an oversampling crop: the count of the patch it was cut from);
+    the class edges come from ``reference_pixels`` (the training patches; default:
+    ``sample_pixels``), by the one rule of :mod:`insarslide.sizes`. Shares of
+    empty classes are redistributed over the others in proportion, with a warning.
     """
     shares = np.asarray(shares, dtype=np.float64)
     if shares.shape != (4,) or (shares < 0).any() or shares.sum() <= 0:
         raise ValueError(f"sampler.weights {list(shares)} must be four non-negative shares (none, small, medium, large)")
-    buckets, _, _ = size_buckets(landslide_pixels, *quantiles)
+    reference = sample_pixels if reference_pixels is None else reference_pixels
+    buckets = size_classes(sample_pixels, size_edges(reference, quantiles))
     sizes = np.bincount(buckets, minlength=4)
     empty = (sizes == 0) & (shares > 0)
     if empty.any():
-        names = [BUCKET_NAMES[b] for b in np.flatnonzero(empty)]
+        names = [SIZE_CLASSES[b] for b in np.flatnonzero(empty)]
         warnings.warn(f"bucket sampler: bucket(s) {names} are empty; their share goes to the others", stacklevel=2)
         shares = np.where(sizes > 0, shares, 0.0)
         if shares.sum() <= 0:
@@ -63,9 +67,10 @@ class BucketSampler:
         self.epoch_length = epoch_length
         self.quantiles = (float(quantiles[0]), float(quantiles[1]))
 
-    def build(self, landslide_pixels: np.ndarray, seed: int) -> Sampler:
-        per_sample, buckets = bucket_weights(landslide_pixels, self.weights, self.quantiles)
-        n = int(self.epoch_length or len(landslide_pixels))
+    def build(self, sample_pixels: np.ndarray, reference_pixels: np.ndarray, seed: int) -> Sampler:
+        """Sampler over the training samples; classes by :mod:`insarslide.sizes` with edges from ``reference_pixels``."""
+        per_sample, buckets = bucket_weights(sample_pixels, self.weights, reference_pixels, self.quantiles)
+        n = int(self.epoch_length or len(sample_pixels))
         log.info("bucket sampler: bucket sizes %s, %d draws per epoch", np.bincount(buckets, minlength=4).tolist(), n)
         generator = torch.Generator().manual_seed(int(seed))
         return WeightedRandomSampler(torch.as_tensor(per_sample, dtype=torch.double), n, replacement=True,

@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from insarslide.sizes import size_classes, size_edges
+
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
@@ -38,18 +40,29 @@ def _random_labels(n: int, fractions: np.ndarray, rng: np.random.Generator) -> n
     return labels[rng.permutation(n)]
 
 
-def size_buckets(landslide_pixels: np.ndarray, low_q: float = 0.25, high_q: float = 0.75) -> tuple[np.ndarray, float, float]:
-    """Bucket per patch: 0 none, 1 small (<= p_low), 2 medium (p_low..p_high], 3 large (> p_high).
+def overlapping_events(table: pd.DataFrame, patch_size: int) -> list[str]:
+    """Events whose stored tiles overlap (tiled with a stride below the patch size)."""
+    found = []
+    for event, rows in table.groupby("event_id", sort=True):
+        for axis in ("row", "col"):
+            origins = np.unique(rows[axis].to_numpy())
+            if origins.size > 1 and np.diff(origins).min() < patch_size:
+                found.append(str(event))
+                break
+    return found
 
-    Percentiles are taken over patches that hold landslide pixels.
-    """
-    pixels = np.asarray(landslide_pixels)
-    positive = pixels[pixels > 0]
-    if positive.size == 0:
-        return np.zeros(pixels.shape, dtype=np.int64), 0.0, 0.0
-    low, high = float(np.quantile(positive, low_q)), float(np.quantile(positive, high_q))
-    buckets = np.where(pixels == 0, 0, np.where(pixels <= low, 1, np.where(pixels <= high, 2, 3)))
-    return buckets.astype(np.int64), low, high
+
+def check_no_overlap_leak(splitter, table: pd.DataFrame, patch_size: int, root: str = "") -> None:
+    """Refuse a patch-wise split of overlapping tiles: the same pixels would land in train and test."""
+    if getattr(splitter, "keeps_scenes_together", False):
+        return
+    events = overlapping_events(table, patch_size)
+    if events:
+        raise ValueError(
+            f"{root}: the tiles of event(s) {events} overlap (the data set was tiled with a stride below its "
+            f"{patch_size} px patches), and a patch-wise split would put the same pixels in train and test. "
+            f"Use split=region (whole events per split), or rebuild the data set with non-overlapping tiles "
+            f"(python -m data_prep.patches ... stride=null).")
 
 
 class RandomSplit:
@@ -67,13 +80,14 @@ class RandomSplit:
 
 
 class StratifiedSplit(RandomSplit):
-    """70/20/10 within each landslide-size bucket (none, small, medium, large)."""
+    """70/20/10 within each landslide-size class (none, small, medium, large; :mod:`insarslide.sizes` over all patches)."""
 
     name = "stratified"
 
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
-        buckets, _, _ = size_buckets(table["landslide_pixels"].to_numpy())
+        pixels = table["landslide_pixels"].to_numpy()
+        buckets = size_classes(pixels, size_edges(pixels))
         labels = np.empty(len(table), dtype=object)
         for b in range(4):
             members = np.flatnonzero(buckets == b)
@@ -91,6 +105,7 @@ class RegionSplit:
     """
 
     name = "region"
+    keeps_scenes_together = True  # overlapping tiles of one scene never straddle two splits
 
     def __init__(self, val_events: Sequence[str] = (), test_events: Sequence[str] = (),
                  fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, group_by: str = "event_id",

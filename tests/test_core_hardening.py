@@ -1,0 +1,148 @@
+"""Issue-8 defects of the training core: seeds, overlapping tiles, the synthetic data set's settings,
+a fresh machine's first command, and where data_prep commands write their logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import hydra
+import numpy as np
+import pytest
+
+from conftest import REPO, TEST_PATCH, compose_train, simulator_config
+
+
+def _first_batch(cfg):
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def test_augmentation_draws_come_from_the_run_seed(tmp_path, patch_root):
+    # Same seed: the same samples, flipped and rotated the same way; another seed: other draws.
+    # (augment.hflip=1 and vflip=0 leave only the rotation to chance, so the draws matter.)
+    overrides = ["sampler=uniform", "oversample=none", "augment=thesis", "data.batch_size=8"]
+    a = _first_batch(compose_train(overrides + ["seed=42"], tmp_path / "a", patch_root))
+    b = _first_batch(compose_train(overrides + ["seed=42"], tmp_path / "b", patch_root))
+    np.testing.assert_array_equal(a["index"].numpy(), b["index"].numpy())
+    np.testing.assert_array_equal(a["bands"].numpy(), b["bands"].numpy())
+    c = _first_batch(compose_train(overrides + ["seed=43"], tmp_path / "c", patch_root))
+    assert not np.array_equal(np.nan_to_num(a["bands"].numpy()), np.nan_to_num(c["bands"].numpy()))
+
+
+def test_augmenter_is_seeded_by_the_config(tmp_path, patch_root):
+    for kind in ("thesis", "albumentations"):
+        cfg = compose_train([f"augment={kind}", "seed=7"], tmp_path, patch_root)
+        assert cfg.augment.seed == 7
+
+
+@pytest.fixture(scope="module")
+def overlapping_root(scenes_dir, tmp_path_factory):
+    from data_prep.patches import build_patches, find_scenes
+
+    out = tmp_path_factory.mktemp("overlap")
+    report = build_patches(find_scenes(scenes_dir), out, patch_size=TEST_PATCH, stride=TEST_PATCH // 2,
+                           n_jobs=1, progress=False)
+    assert not report.failures
+    return out
+
+
+@pytest.mark.parametrize("split", ["random", "stratified"])
+def test_overlapping_tiles_are_refused_by_patchwise_splits(tmp_path, overlapping_root, split):
+    dm = hydra.utils.instantiate(compose_train([f"split={split}"], tmp_path, overlapping_root).data)
+    with pytest.raises(ValueError, match=r"overlap.*split=region.*stride=null"):
+        dm.setup("fit")
+
+
+def test_overlapping_tiles_train_with_a_region_split(tmp_path, overlapping_root, patch_root):
+    dm = hydra.utils.instantiate(compose_train(["split=region"], tmp_path, overlapping_root).data)
+    dm.setup("fit")
+    table = dm.split_table()
+    assert table.groupby("event_id")["split"].nunique().max() == 1
+    # Non-overlapping tiles keep working with the thesis's random split.
+    hydra.utils.instantiate(compose_train(["split=random"], tmp_path, patch_root).data).setup("fit")
+
+
+def test_overlap_detection_by_hand():
+    import pandas as pd
+
+    from insarslide.splits import overlapping_events
+
+    table = pd.DataFrame({"event_id": ["a", "a", "b", "b", "c"], "row": [0, 0, 0, 64, 0], "col": [0, 32, 0, 0, 0]})
+    assert overlapping_events(table, 64) == ["a"]  # a: columns 0 and 32 overlap; b: rows 0 and 64 touch only
+    assert overlapping_events(table, 32) == []
+
+
+# ------------------------------------------------------------- synthetic data set
+def _tiny_settings(tmp_path, **overrides):
+    settings = dict(n_scenes=2, size=[64, 96], seed=1, out_dir=str(tmp_path / "scenes"),
+                    landslides={"density_per_km2": 1.0})
+    return simulator_config(**{**settings, **overrides})
+
+
+def test_synthetic_builder_records_settings_and_refuses_others(tmp_path):
+    from data_prep.synthetic import build_synthetic_dataset
+
+    root = tmp_path / "patches"
+    build_synthetic_dataset(root, settings=_tiny_settings(tmp_path), patch_size=32)
+    stored = json.loads((root / "dataset.json").read_text())["synthetic"]
+    assert stored["seed"] == 1 and stored["size"] == [64, 96] and "hydra" not in stored
+    stamp = (root / "dataset.json").stat().st_mtime_ns
+    build_synthetic_dataset(root, settings=_tiny_settings(tmp_path), patch_size=32)  # same settings: kept
+    assert (root / "dataset.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match=r"seed: 1 -> 2.*data.rebuild=true"):
+        build_synthetic_dataset(root, settings=_tiny_settings(tmp_path, seed=2), patch_size=32)
+    with pytest.raises(ValueError, match=r"landslides.density_per_km2: 1.0 -> 0.5"):
+        build_synthetic_dataset(root, settings=_tiny_settings(tmp_path, landslides={"density_per_km2": 0.5}),
+                                patch_size=32)
+    build_synthetic_dataset(root, settings=_tiny_settings(tmp_path, seed=2), patch_size=32, rebuild=True)
+    assert json.loads((root / "dataset.json").read_text())["synthetic"]["seed"] == 2
+    assert all(p.name.startswith("sim_2_") for p in (tmp_path / "scenes").glob("*.nc"))
+
+
+def test_synthetic_builder_leaves_a_users_own_data_set_alone(tmp_path, patch_root):
+    from data_prep.synthetic import build_synthetic_dataset
+
+    before = (patch_root / "dataset.json").read_text()
+    build_synthetic_dataset(patch_root, settings=_tiny_settings(tmp_path), patch_size=TEST_PATCH)
+    assert (patch_root / "dataset.json").read_text() == before
+    assert not (tmp_path / "scenes").exists()
+
+
+def test_quickstart_config_overrides_reach_the_builder(tmp_path):
+    cfg = compose_train(["experiment=quickstart", "data.builder.settings.seed=5", "data.rebuild=true"], tmp_path)
+    dm = hydra.utils.instantiate(cfg.data)
+    assert dm.builder.keywords["settings"]["seed"] == 5 and dm.rebuild is True
+
+
+# -------------------------------------------------------------- a fresh machine
+def test_missing_data_set_says_what_to_do(tmp_path):
+    from insarslide.datamodule import MissingDataSet
+
+    dm = hydra.utils.instantiate(compose_train([f"data.root={tmp_path / 'nothing'}"], tmp_path).data)
+    with pytest.raises(MissingDataSet, match="experiment=quickstart"):
+        dm.prepare_data()
+
+
+def test_the_designs_sweep_on_a_fresh_machine_prints_one_message(tmp_path):
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5",
+           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
+    assert done.returncode == 2
+    assert "experiment=quickstart" in done.stderr and "data_prep.patches" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out = tmp_path / "scenes"
+    done = subprocess.run([sys.executable, "-m", "data_prep.simulate", f"out_dir={out}", "n_scenes=1", "size=[32,32]"],
+                          cwd=work, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": f"{REPO}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(work.iterdir()) == []  # no outputs/DATE/TIME in the user's working directory
+    assert list((out / ".logs").glob("*/.hydra/config.yaml"))
