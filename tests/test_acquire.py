@@ -404,9 +404,11 @@ def test_cli_without_credentials_stops_after_pair_json(cdse, tmp_path):
     assert done.returncode == 3
     assert "CDSE_USERNAME and CDSE_PASSWORD" in done.stdout + done.stderr
     assert (out / "iburi_2018" / "pair.json").is_file() and cdse.downloads() == []
-    again = _cli(cdse, tmp_path, f"pair={out / 'iburi_2018' / 'pair.json'}")  # now with credentials
+    again = _cli(cdse, tmp_path, f"pair={out / 'iburi_2018' / 'pair.json'}", "unpack=true")  # with credentials
     assert again.returncode == 0, again.stderr
     assert len(list((out / "iburi_2018").glob("*.zip"))) == 2
+    assert len(list((out / "iburi_2018").glob("*.SAFE/manifest.safe"))) == 2
+    assert (out / ".logs").is_dir()  # out_dir defaults to the folder above the pair's
 
 
 def test_cli_no_pair_cases(cdse, tmp_path):
