@@ -117,7 +117,7 @@ class FakeCdse:
         self.download_delay_s = 0.0
 
     # --- lifecycle
-    def start(self) -> "FakeCdse":
+    def start(self) -> FakeCdse:
         self.server.start()
         self.server.expect_request(re.compile(r"^/odata/v1/Products$")).respond_with_handler(self._search)
         self.server.expect_request(re.compile(r"^/odata/v1/Products\(.+\)$")).respond_with_handler(self._one)

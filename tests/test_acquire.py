@@ -14,18 +14,38 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from shapely.geometry import box
-
 from conftest import REPO
 from fake_cdse import PASSWORD, USERNAME, FakeCdse, iburi_catalogue, safe_zip
+from shapely.geometry import box
 
-from data_prep.acquire.auth import (CredentialsError, Credentials, RedactingFilter, TokenSource, find_credentials)
-from data_prep.acquire.catalogue import AoiError, Product, build_filter, load_aoi, search_products
-from data_prep.acquire.orbits import fetch_orbits, install_orbit_file, snap_orbit_folders
+from data_prep.acquire.auth import (
+    Credentials,
+    CredentialsError,
+    RedactingFilter,
+    TokenSource,
+    find_credentials,
+)
+from data_prep.acquire.catalogue import (
+    AoiError,
+    Product,
+    build_filter,
+    load_aoi,
+    search_products,
+)
+from data_prep.acquire.orbits import (
+    fetch_orbits,
+    install_orbit_file,
+    snap_orbit_folders,
+)
 from data_prep.acquire.pairs import NoPairError, rank_orbits, select_pair
 from data_prep.acquire.safe import SafeArchiveError, check_safe_zip, extract_safe
-from data_prep.acquire.transfer import (DiskSpaceError, DownloadError, ProductFile, TransferSettings,
-                                        download_products)
+from data_prep.acquire.transfer import (
+    DiskSpaceError,
+    DownloadError,
+    ProductFile,
+    TransferSettings,
+    download_products,
+)
 
 EVENT = date(2018, 9, 6)
 

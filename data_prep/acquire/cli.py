@@ -20,14 +20,40 @@ from pathlib import Path
 import requests
 from omegaconf import DictConfig, OmegaConf
 
-from data_prep.acquire.auth import CredentialsError, RedactingFilter, TokenSource, find_credentials, how_to_provide
-from data_prep.acquire.catalogue import (AoiError, CatalogueError, Product, aoi_query_wkt, format_table, load_aoi,
-                                         product_by_id, product_types_present, search_products)
+from data_prep.acquire.auth import (
+    CredentialsError,
+    RedactingFilter,
+    TokenSource,
+    find_credentials,
+    how_to_provide,
+)
+from data_prep.acquire.catalogue import (
+    AoiError,
+    CatalogueError,
+    Product,
+    aoi_query_wkt,
+    format_table,
+    load_aoi,
+    product_by_id,
+    product_types_present,
+    search_products,
+)
 from data_prep.acquire.orbits import OrbitError, fetch_orbits
-from data_prep.acquire.pairs import NoPairError, PairFileError, pair_record, read_pair, select_pair
+from data_prep.acquire.pairs import (
+    NoPairError,
+    PairFileError,
+    pair_record,
+    read_pair,
+    select_pair,
+)
 from data_prep.acquire.safe import SafeArchiveError, extract_safe
-from data_prep.acquire.transfer import (DiskSpaceError, DownloadError, ProductFile, TransferSettings,
-                                        download_products)
+from data_prep.acquire.transfer import (
+    DiskSpaceError,
+    DownloadError,
+    ProductFile,
+    TransferSettings,
+    download_products,
+)
 from data_prep.events import load_catalogue
 from insarslide.atomic import write_json_atomic
 

@@ -17,13 +17,18 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from data_prep.acquire.auth import TokenSource, TransientAuthError
 from data_prep.acquire.safe import check_safe_zip
@@ -242,7 +247,14 @@ def download_products(products: list[ProductFile], out_dir: str | os.PathLike, t
             raise DownloadError(f"{product.name}: the catalogue gives no MD5 checksum or size; cannot verify")
     check_free_space(out_dir, products, settings.free_space_margin_gb, extra_space_bytes)
     session = session or requests.Session()
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
