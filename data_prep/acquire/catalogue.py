@@ -10,7 +10,6 @@ with the percentage of the area its footprint covers.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -287,6 +286,3 @@ def format_table(products: list[Product]) -> str:
         lines.append("(no product)")
     return "\n".join(lines)
 
-
-def dumps_products(products: list[Product]) -> str:
-    return json.dumps([p.to_json() for p in products], indent=2)

@@ -90,7 +90,7 @@ def rank_orbits(products: list[Product], event_start: date, event_end: date, *, 
     """One :class:`OrbitOption` per relative orbit: qualifying pairs first (best first), then those without."""
     if event_end < event_start:
         raise ValueError(f"event ends ({event_end}) before it starts ({event_start})")
-    key = lambda p: (p.relative_orbit, p.orbit_direction)
+    key = attrgetter("relative_orbit", "orbit_direction")
     options = [_best_for_orbit(list(group), event_start, event_end, min_coverage_pct, post_on_event_end, product_type)
                for _, group in groupby(sorted(products, key=key), key=key)]
     paired = [o for o in options if o.reason is None]
