@@ -378,7 +378,8 @@ def _cli(cdse: FakeCdse, tmp_path: Path, *args: str, password: bool = True) -> s
     urls = cdse.overrides()
     cmd = [sys.executable, "-m", "data_prep.acquire", f"catalogue.odata_url={urls['odata_url']}",
            f"catalogue.token_url={urls['token_url']}", f"catalogue.download_url={urls['download_url']}",
-           "progress=false", "transfer.backoff_s=0", "transfer.free_space_margin_gb=0", *args]
+           "progress=false", "transfer.backoff_s=0", "transfer.free_space_margin_gb=0", "transfer.chunk_mb=0.0625",
+           *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
 
 
@@ -406,6 +407,7 @@ def test_cli_searches_chooses_downloads_and_keeps_the_password_out(cdse, tmp_pat
     assert record["post"]["date"] == "2018-09-17"
     assert [a["relative_orbit"] for a in record["alternatives"]] == [68, 119]
     assert (out / "iburi_2018" / f"{pre.name}.zip").read_bytes() == pre.payload
+    assert [r["range"] is not None for r in cdse.downloads() if r["id"] == pre.id] == [False, True]  # resumed
     assert (out / "iburi_2018" / f"{post.name}.zip").read_bytes() == post.payload
     logs = list((out / ".logs").rglob("*"))
     assert any(p.name == "config.yaml" for p in logs) and any(p.suffix == ".log" for p in logs)

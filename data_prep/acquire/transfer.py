@@ -58,7 +58,7 @@ class TransferSettings:
     backoff_s: float = 2.0
     backoff_max_s: float = 120.0
     timeout_s: float = 60.0
-    chunk_mb: float = 8.0
+    chunk_mb: float = 1.0
     free_space_margin_gb: float = 2.0
     verify_existing: bool = True
 
