@@ -441,3 +441,59 @@ def test_cli_no_pair_cases(cdse, tmp_path):
                "aoi='POLYGON((10 45, 10.1 45, 10.1 45.1, 10 45.1, 10 45))'", f"out_dir={tmp_path / 'b'}")
     assert grd.returncode == 1 and "only IW_GRDH_1S products" in grd.stdout + grd.stderr
     assert not list(tmp_path.rglob("pair.json"))
+
+
+def _compose(cdse: FakeCdse, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from data_prep.acquire.cli import CONF_DIR
+
+    urls = cdse.overrides()
+    base = [f"catalogue.odata_url={urls['odata_url']}", f"catalogue.token_url={urls['token_url']}",
+            f"catalogue.download_url={urls['download_url']}", "progress=false", "transfer.backoff_s=0",
+            "transfer.free_space_margin_gb=0", "credentials.netrc=null"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="acquire", overrides=base + list(overrides))
+
+
+def test_orbit_filters_and_coverage_rule_from_the_config(cdse, tmp_path, capsys):
+    from data_prep.acquire.cli import run
+
+    aoi = AOI_OVERRIDE.replace("'", '"')
+    assert run(_compose(cdse, "event=iburi_2018", aoi, f"out_dir={tmp_path}", "relative_orbit=68",
+                        "download=false")) == 0
+    record = json.loads((tmp_path / "iburi_2018" / "pair.json").read_text())
+    assert (record["pre"]["date"], record["post"]["date"], record["alternatives"]) == ("2018-08-29", "2018-09-10", [])
+    assert "4 IW_SLC__1S candidate(s)" in capsys.readouterr().out
+    assert run(_compose(cdse, "event=iburi_2018", aoi, f"out_dir={tmp_path}", "orbit_direction=ASCENDING",
+                        "selection.min_coverage_pct=60", "download=false")) == 0
+    record = json.loads((tmp_path / "iburi_2018" / "pair.json").read_text())
+    assert (record["pre"]["date"], record["post"]["date"], record["baseline_days"]) == ("2018-09-04", "2018-09-10", 6)
+
+
+def test_pair_file_without_checksum_is_completed_from_the_catalogue(cdse, tmp_path, monkeypatch):
+    from data_prep.acquire.cli import run
+
+    monkeypatch.setenv("CDSE_USERNAME", USERNAME)
+    monkeypatch.setenv("CDSE_PASSWORD", PASSWORD)
+    pre, post = by_date(cdse, "2018-09-05"), by_date(cdse, "2018-09-17")
+    pair = tmp_path / "iburi_2018" / "pair.json"
+    pair.parent.mkdir()
+    pair.write_text(json.dumps({"pre": {"name": pre.name, "id": pre.id}, "post": {"name": post.name, "id": post.id}}))
+    assert run(_compose(cdse, f"pair={pair}")) == 0
+    assert sorted(r["id"] for r in cdse.requests if r["kind"] == "product") == sorted([pre.id, post.id])
+    assert (pair.parent / f"{post.name}.zip").read_bytes() == post.payload
+
+
+def test_bad_arguments_are_named(cdse, tmp_path, caplog):
+    from data_prep.acquire.cli import EXIT_USAGE, run
+
+    assert run(_compose(cdse, "event=atlantis_2030", f"out_dir={tmp_path}")) == EXIT_USAGE
+    assert "event='atlantis_2030' is not in data_prep/events.csv" in caplog.text
+    assert run(_compose(cdse, "event_date=2018-13-01", f"out_dir={tmp_path}")) == EXIT_USAGE
+    assert "event_date: '2018-13-01' is not a date" in caplog.text
+    bad = tmp_path / "pair.json"
+    bad.write_text(json.dumps({"pre": {"name": "../../etc/x", "id": "1"}, "post": {"name": "b", "id": "2"}}))
+    assert run(_compose(cdse, f"pair={bad}")) == EXIT_USAGE
+    assert "'pre.name' '../../etc/x' is not a product name" in caplog.text
+    assert cdse.requests == []

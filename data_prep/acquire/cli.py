@@ -132,8 +132,8 @@ def search_and_choose(cfg: DictConfig, session: requests.Session) -> tuple[Path,
     first, last = event.start - timedelta(days=cfg.search.days_before), event.end + timedelta(days=cfg.search.days_after)
     products: list[Product] = search_products(
         session, cfg.catalogue.odata_url, aoi, first, last, collection=cfg.search.collection,
-        product_type=cfg.search.product_type, orbit_direction=cfg.search.orbit_direction,
-        relative_orbit=cfg.search.relative_orbit, page_size=cfg.search.page_size, timeout_s=cfg.search.timeout_s)
+        product_type=cfg.search.product_type, orbit_direction=cfg.orbit_direction,
+        relative_orbit=cfg.relative_orbit, page_size=cfg.search.page_size, timeout_s=cfg.search.timeout_s)
     print(f"{len(products)} {cfg.search.product_type} candidate(s) for {event.name} "
           f"(event {event.start} .. {event.end}, window {first} .. {last}):")
     print(format_table(products))
@@ -142,7 +142,7 @@ def search_and_choose(cfg: DictConfig, session: requests.Session) -> tuple[Path,
     options = select_pair(products, event.name, event.start, event.end, min_coverage_pct=cfg.selection.min_coverage_pct,
                           post_on_event_end=cfg.selection.post_on_event_end, product_type=cfg.search.product_type)
     search = {"window": [first.isoformat(), last.isoformat()], "product_type": cfg.search.product_type,
-              "orbit_direction": cfg.search.orbit_direction, "relative_orbit": cfg.search.relative_orbit,
+              "orbit_direction": cfg.orbit_direction, "relative_orbit": cfg.relative_orbit,
               "min_coverage_pct": cfg.selection.min_coverage_pct, "candidates": len(products)}
     record = pair_record(options, event=event.name, event_start=event.start, event_end=event.end,
                          aoi_wkt=aoi_query_wkt(aoi), search=search)
