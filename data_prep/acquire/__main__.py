@@ -1,0 +1,3 @@
+from data_prep.acquire.cli import main
+
+main()
