@@ -243,7 +243,7 @@ class ShardWriter:
     def _global_attrs(self) -> dict:
         info = self.info
         scene_attrs = {k: _attr_value(v) for k, v in (info.get("attrs") or {}).items()
-                       if v is not None and k not in FORMAT_ATTRS}
+                       if v is not None and k not in FORMAT_ATTRS and not k.startswith("_")}  # _*: reserved by NetCDF
         attrs = {**scene_attrs, "event_id": self.event_id, "region": str(info.get("region") or
                                                                           (self.rows[0].get("region", "") if self.rows else ""))}
         attrs.update({
@@ -357,7 +357,7 @@ def _read_shard(path: Path, patch_size: int) -> tuple[_Shard, pd.DataFrame]:
                           **columns}, columns=TABLE_COLUMNS)
     table["event_id"] = table["event_id"].astype(str)
     table["region"] = table["region"].astype(str)
-    scene_attrs = {k: v for k, v in attrs.items() if k not in FORMAT_ATTRS}
+    scene_attrs = {k: v for k, v in attrs.items() if k not in FORMAT_ATTRS and not k.startswith("_")}
     info = {"event_id": event_id, "region": region, "count": count, "patch_size": patch_size,
             "scene_path": attrs.get("scene_path"), "scene_shape": attrs.get("scene_shape"),
             "transform": attrs.get("scene_geotransform"), "stride": attrs.get("stride"),
