@@ -230,15 +230,17 @@ class ShardWriter:
             return "longitude" if axis == "x" else "latitude"
         return "projection_x_coordinate" if axis == "x" else "projection_y_coordinate"
 
-    def _copy_raw(self, var: Any, name: str, dtype: Any, shape: tuple[int, ...], block: int = 64) -> None:
-        """Copy the streamed raw patches into ``var``, ``block`` patches at a time."""
+    def _copy_raw(self, var: Any, name: str, dtype: Any, shape: tuple[int, ...], block_bytes: int = 16 << 20) -> None:
+        """Copy the streamed raw patches into ``var`` about ``block_bytes`` at a time (plain reads, not a
+        memory map: mapped pages would count in this process's resident memory for the whole copy)."""
         n = len(self.rows)
-        if n == 0:
-            return
-        raw = np.memmap(self.tmp / name, dtype=dtype, mode="r", shape=(n, *shape))
-        for start in range(0, n, block):
-            var[start:start + block] = raw[start:start + block]
-        del raw
+        per_patch = int(np.prod(shape))
+        block = max(1, block_bytes // (per_patch * np.dtype(dtype).itemsize))
+        with open(self.tmp / name, "rb") as handle:
+            for start in range(0, n, block):
+                count = min(block, n - start)
+                values = np.fromfile(handle, dtype=dtype, count=count * per_patch)
+                var[start:start + count] = values.reshape(count, *shape)
 
     def _global_attrs(self) -> dict:
         info = self.info
