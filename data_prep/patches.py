@@ -32,7 +32,7 @@ from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
 from insarslide.scene import Scene, SceneError, open_scene
 from insarslide.patchstore import (
-    COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, PatchFormatError, PatchStore, ShardWriter, shard_exists,
+    COMPRESSIONS, DATASET_FILE, ZLIB_LEVEL, FORMAT_NAME, FORMAT_VERSION, PatchFormatError, PatchStore, ShardWriter, shard_exists,
     write_dataset_index,
 )
 from insarslide.spec import BANDS
@@ -85,6 +85,7 @@ def tile_scene(
     all_touched: bool = False,
     resume: bool = True,
     compression: str = "none",
+    compression_level: int = ZLIB_LEVEL,
 ) -> TilingResult:
     """Cut one scene into patches and write its shard; raise :class:`SceneError` on bad input."""
     stride = stride or patch_size
@@ -104,7 +105,8 @@ def tile_scene(
                 "scene_shape": [height, width], "transform": list(scene.transform), "crs_wkt": scene.crs_wkt,
                 "stride": stride, "attrs": dict(attrs)}
         all_finite_counts = np.zeros(len(BANDS), dtype=np.int64)
-        with ShardWriter(out_dir, scene.event_id, patch_size, info, compression=compression) as writer:
+        with ShardWriter(out_dir, scene.event_id, patch_size, info, compression=compression,
+                         compression_level=compression_level) as writer:
             for row in tile_origins(height, patch_size, stride):
                 row_end = min(row + patch_size, height)
                 bands, landslide, valid = scene.read_window(row, row_end, 0, width)
@@ -183,6 +185,7 @@ def build_patches(
     progress: bool = True,
     index_extra: dict | None = None,
     compression: str = "none",
+    compression_level: int = ZLIB_LEVEL,
 ) -> BuildReport:
     """Tile many scenes (in parallel across scenes) and index the data set; never raises per scene."""
     from joblib import Parallel, delayed
@@ -196,7 +199,8 @@ def build_patches(
     for scene_path in scenes:
         inventory = find_inventory(scene_path, inventories_dir)
         kwargs = dict(patch_size=patch_size, stride=stride, inventory=inventory, buffer_m=buffer_m,
-                      all_touched=all_touched, resume=resume, compression=compression)
+                      all_touched=all_touched, resume=resume, compression=compression,
+                      compression_level=compression_level)
         jobs.append(delayed(_tile_or_fail)(scene_path, out_dir, kwargs))
     results: list[TilingResult] = []
     failures: list[tuple[str, str]] = []
@@ -271,7 +275,7 @@ def _netcdf_shards(root: Path):
 
 
 def convert_dataset(old_root: str | Path, new_root: str | Path, *, compression: str = "none",
-                    progress: bool = True) -> list[str]:
+                    compression_level: int = ZLIB_LEVEL, progress: bool = True) -> list[str]:
     """Copy the patch data set ``old_root`` (old raw format, or NetCDF) into NetCDF shards under ``new_root``.
 
     Patch order, values and metadata are kept, so training on the copy sees
@@ -300,7 +304,8 @@ def convert_dataset(old_root: str | Path, new_root: str | Path, *, compression: 
         task = bar.add_task("converting shards", total=len(index["events"]))
         for event_id, info, table, read in shards:
             if not shard_exists(new_root, event_id):
-                with ShardWriter(new_root, event_id, patch_size, info, compression=compression) as writer:
+                with ShardWriter(new_root, event_id, patch_size, info, compression=compression,
+                                 compression_level=compression_level) as writer:
                     for row in table.itertuples(index=False):
                         bands, landslide, valid = read(int(row.index))
                         writer.add(np.asarray(bands), np.asarray(landslide), np.asarray(valid),
@@ -314,20 +319,26 @@ def convert_dataset(old_root: str | Path, new_root: str | Path, *, compression: 
 
 
 def _convert_cli(args: list[str]) -> None:
-    """``convert OLD_ROOT NEW_ROOT [compression=none|zlib] [progress=true|false]``."""
-    usage = "usage: python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib] [progress=true|false]"
+    """``convert OLD_ROOT NEW_ROOT [compression=none|zlib] [compression_level=1..9] [progress=true|false]``."""
+    usage = ("usage: python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib] "
+             "[compression_level=1..9] [progress=true|false]")
     positional = [a for a in args if "=" not in a]
     options = dict(a.split("=", 1) for a in args if "=" in a)
-    unknown = sorted(set(options) - {"compression", "progress"})
+    unknown = sorted(set(options) - {"compression", "compression_level", "progress"})
     compression = options.get("compression", "none")
-    if len(positional) != 2 or unknown or compression not in COMPRESSIONS:
-        problem = f"unknown option(s) {unknown}" if unknown else (
-            f"compression '{compression}' is not one of {list(COMPRESSIONS)}" if compression not in COMPRESSIONS
-            else f"expected OLD_ROOT and NEW_ROOT, got {positional}")
-        print(f"{problem}\n{usage}", file=sys.stderr)
+    level = options.get("compression_level", str(ZLIB_LEVEL))
+    problems = [f"unknown option(s) {unknown}"] if unknown else []
+    if compression not in COMPRESSIONS:
+        problems.append(f"compression '{compression}' is not one of {list(COMPRESSIONS)}")
+    if level not in [str(k) for k in range(1, 10)]:
+        problems.append(f"compression_level '{level}' is not an integer from 1 to 9")
+    if len(positional) != 2:
+        problems.append(f"expected OLD_ROOT and NEW_ROOT, got {positional}")
+    if problems:
+        print("; ".join(problems) + f"\n{usage}", file=sys.stderr)
         sys.exit(2)
     try:
-        written = convert_dataset(*positional, compression=compression,
+        written = convert_dataset(*positional, compression=compression, compression_level=int(level),
                                   progress=options.get("progress", "true").lower() != "false")
     except (PatchFormatError, ValueError) as exc:
         print(f"convert failed: {exc}", file=sys.stderr)
@@ -351,7 +362,7 @@ def main() -> None:
         report = build_patches(
             scenes, cfg.out_dir, patch_size=cfg.patch_size, stride=cfg.stride, inventories_dir=cfg.inventories_dir,
             buffer_m=cfg.buffer_m, all_touched=cfg.all_touched, resume=cfg.resume, n_jobs=cfg.n_jobs,
-            progress=cfg.progress, compression=cfg.compression,
+            progress=cfg.progress, compression=cfg.compression, compression_level=cfg.compression_level,
         )
         print_report(report)
         if report.failures and not cfg.skip_bad:

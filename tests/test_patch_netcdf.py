@@ -186,8 +186,8 @@ def test_convert_command_line(tmp_path):
     cmd = [sys.executable, "-m", "data_prep.patches", "convert", str(old), str(tmp_path / "new"), "progress=false"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 1 and "valid.u8: 10 bytes, expected" in done.stderr
-    bad = subprocess.run(cmd + ["compression=lzma"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "compression 'lzma'" in bad.stderr
+    bad = subprocess.run(cmd + ["compression=lzma", "compression_level=12"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "compression 'lzma'" in bad.stderr and "compression_level '12'" in bad.stderr
 
 
 def batches(root, tmp_path, n=3):

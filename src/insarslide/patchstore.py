@@ -41,6 +41,7 @@ DATASET_FILE = "dataset.json"
 SHARD_SUFFIX = ".nc"
 BANDS_VAR = "bands"
 COMPRESSIONS = ("none", "zlib")
+ZLIB_LEVEL = 4  # deflate level of compression=zlib (conf/patches.yaml: compression_level)
 # Large arrays start on a page boundary, so a memory map of a shard is laid out like a raw file.
 ALIGNMENT = {"alignment_threshold": 1 << 16, "alignment_interval": 1 << 12}
 
@@ -96,9 +97,11 @@ class ShardWriter:
     """
 
     def __init__(self, root: str | os.PathLike, event_id: str, patch_size: int, shard_info: dict,
-                 compression: str = "none", compression_level: int = 4):
+                 compression: str = "none", compression_level: int = ZLIB_LEVEL):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression '{compression}': choose one of {list(COMPRESSIONS)}")
+        if not 1 <= compression_level <= 9:
+            raise ValueError(f"compression_level {compression_level}: deflate levels run from 1 to 9")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.event_id = event_id
