@@ -1,8 +1,8 @@
 """Scenes (and optional inventories) to the patch data set that training reads.
 
     python -m data_prep.patches scenes_dir=DIR out_dir=DIR [patch_size=256] [stride=256] [n_jobs=2]
-                                [compression=none|zlib]
-    python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib]
+                                [compression=none|zlib] [compression_level=4]
+    python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib] [compression_level=4]
 
 Each scene is read strip by strip (``patch_size`` rows at a time, float32), so
 the memory held is a few strips whatever the scene size. Tiles are laid from
@@ -32,8 +32,8 @@ from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
 from insarslide.scene import Scene, SceneError, open_scene
 from insarslide.patchstore import (
-    COMPRESSIONS, DATASET_FILE, ZLIB_LEVEL, FORMAT_NAME, FORMAT_VERSION, PatchFormatError, PatchStore, ShardWriter, shard_exists,
-    write_dataset_index,
+    COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, ShardWriter,
+    shard_exists, write_dataset_index,
 )
 from insarslide.spec import BANDS
 

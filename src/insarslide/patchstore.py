@@ -249,8 +249,8 @@ class ShardWriter:
         info = self.info
         scene_attrs = {k: _attr_value(v) for k, v in (info.get("attrs") or {}).items()
                        if v is not None and k not in FORMAT_ATTRS and not k.startswith("_")}  # _*: reserved by NetCDF
-        attrs = {**scene_attrs, "event_id": self.event_id, "region": str(info.get("region") or
-                                                                          (self.rows[0].get("region", "") if self.rows else ""))}
+        region = info.get("region") or (self.rows[0].get("region", "") if self.rows else "")
+        attrs = {**scene_attrs, "event_id": self.event_id, "region": str(region)}
         attrs.update({
             "Conventions": "CF-1.8",
             "title": f"insarslide training patches of event {self.event_id}",
@@ -453,7 +453,8 @@ class PatchStore:
         if shard not in self._maps:
             s = self.shards[shard]
             p = self.patch_size
-            shapes = {BANDS_VAR: (s.count, len(BANDS), p, p), LANDSLIDE_VAR: (s.count, p, p), VALID_VAR: (s.count, p, p)}
+            shapes = {BANDS_VAR: (s.count, len(BANDS), p, p), LANDSLIDE_VAR: (s.count, p, p),
+                      VALID_VAR: (s.count, p, p)}
             dtypes = {BANDS_VAR: np.dtype("<f4"), LANDSLIDE_VAR: np.dtype(np.uint8), VALID_VAR: np.dtype(np.uint8)}
             if s.offsets is not None:
                 # Copy-on-write: pages are shared read-only until written; a write
