@@ -25,6 +25,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import shutil
 import statistics
 import tempfile
 import time
@@ -87,6 +88,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_loader_"))
+    try:
+        run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     root = Path(args.data) if args.data else simulate_patches(work, args.scenes, args.size)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[
