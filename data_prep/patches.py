@@ -1,6 +1,8 @@
 """Scenes (and optional inventories) to the patch data set that training reads.
 
     python -m data_prep.patches scenes_dir=DIR out_dir=DIR [patch_size=256] [stride=256] [n_jobs=2]
+                                [compression=none|zlib] [compression_level=4]
+    python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib] [compression_level=4]
 
 Each scene is read strip by strip (``patch_size`` rows at a time, float32), so
 the memory held is a few strips whatever the scene size. Tiles are laid from
@@ -8,11 +10,14 @@ the top-left corner; tiles that cross the right or bottom edge are padded with
 no-data (``valid = 0``) so that no labelled pixel is dropped; tiles without a
 single valid pixel are skipped and counted. Every scene becomes one shard of
 the format in :mod:`insarslide.patchstore`, written atomically; a rerun skips
-scenes whose shard is complete (``resume=true``).
+scenes whose shard is complete (``resume=true``). ``convert`` copies a data set
+of the old raw format (version 1: ``.f32``/``.u8`` arrays with CSV and JSON),
+or re-writes a NetCDF one with other compression, shard by shard (resumable).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -21,11 +26,15 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+import pandas as pd
 
 from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
 from insarslide.scene import Scene, SceneError, open_scene
-from insarslide.patchstore import ShardWriter, shard_exists, write_dataset_index
+from insarslide.patchstore import (
+    COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, ShardWriter,
+    shard_exists, write_dataset_index,
+)
 from insarslide.spec import BANDS
 
 log = logging.getLogger(__name__)
@@ -75,6 +84,8 @@ def tile_scene(
     buffer_m: float | None = None,
     all_touched: bool = False,
     resume: bool = True,
+    compression: str = "none",
+    compression_level: int = ZLIB_LEVEL,
 ) -> TilingResult:
     """Cut one scene into patches and write its shard; raise :class:`SceneError` on bad input."""
     stride = stride or patch_size
@@ -92,9 +103,10 @@ def tile_scene(
         x0, dx, _, y0, _, dy = scene.transform
         info = {"region": str(attrs.get("region", "")), "scene_path": str(Path(scene_path).resolve()),
                 "scene_shape": [height, width], "transform": list(scene.transform), "crs_wkt": scene.crs_wkt,
-                "stride": stride, "attrs": {k: str(v) for k, v in attrs.items()}}
+                "stride": stride, "attrs": dict(attrs)}
         all_finite_counts = np.zeros(len(BANDS), dtype=np.int64)
-        with ShardWriter(out_dir, scene.event_id, patch_size, info) as writer:
+        with ShardWriter(out_dir, scene.event_id, patch_size, info, compression=compression,
+                         compression_level=compression_level) as writer:
             for row in tile_origins(height, patch_size, stride):
                 row_end = min(row + patch_size, height)
                 bands, landslide, valid = scene.read_window(row, row_end, 0, width)
@@ -172,6 +184,8 @@ def build_patches(
     n_jobs: int = 1,
     progress: bool = True,
     index_extra: dict | None = None,
+    compression: str = "none",
+    compression_level: int = ZLIB_LEVEL,
 ) -> BuildReport:
     """Tile many scenes (in parallel across scenes) and index the data set; never raises per scene."""
     from joblib import Parallel, delayed
@@ -185,7 +199,8 @@ def build_patches(
     for scene_path in scenes:
         inventory = find_inventory(scene_path, inventories_dir)
         kwargs = dict(patch_size=patch_size, stride=stride, inventory=inventory, buffer_m=buffer_m,
-                      all_touched=all_touched, resume=resume)
+                      all_touched=all_touched, resume=resume, compression=compression,
+                      compression_level=compression_level)
         jobs.append(delayed(_tile_or_fail)(scene_path, out_dir, kwargs))
     results: list[TilingResult] = []
     failures: list[tuple[str, str]] = []
@@ -218,7 +233,123 @@ def print_report(report: BuildReport) -> None:
         console.print(f"[red]FAILED[/red] {scene}: {message}")
 
 
+LEGACY_VERSION = 1
+LEGACY_FILES = {"bands": ("bands.f32", "<f4"), "landslide": ("landslide.u8", np.uint8), "valid": ("valid.u8", np.uint8)}
+TABLE_META = ("region", "row", "col", "landslide_pixels", "valid_fraction", "x_origin", "x_step", "y_origin", "y_step")
+
+
+def _legacy_shards(root: Path, index: dict):
+    """Shards of a version-1 (raw ``.f32``/``.u8`` + CSV + JSON) data set as (event, info, table, read),
+    ``read(j)`` giving (bands, landslide, valid) of the shard's patch ``j``."""
+    p = int(index["patch_size"])
+    for event_id in index["events"]:
+        shard_dir = root / event_id
+        try:
+            info = json.loads((shard_dir / "shard.json").read_text())
+            table = pd.read_csv(shard_dir / "patches.csv", dtype={"event_id": str, "region": str})
+        except (OSError, ValueError) as exc:
+            raise PatchFormatError(f"{shard_dir}: unreadable shard of the old format ({exc})") from exc
+        count = int(info["count"])
+        shapes = {"bands": (count, len(BANDS), p, p), "landslide": (count, p, p), "valid": (count, p, p)}
+        arrays = []
+        for name, (file_name, dtype) in LEGACY_FILES.items():
+            path = shard_dir / file_name
+            expected = int(np.prod(shapes[name])) * np.dtype(dtype).itemsize
+            if not path.is_file() or path.stat().st_size != expected:
+                size = path.stat().st_size if path.is_file() else "missing"
+                raise PatchFormatError(f"{path}: {size} bytes, expected {expected} ({count} patches of {p} px)")
+            arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=shapes[name]))
+        if len(table) != count:
+            raise PatchFormatError(f"{shard_dir / 'patches.csv'}: {len(table)} rows, shard.json says {count}")
+        bands, landslide, valid = arrays
+        yield event_id, info, table, lambda j, b=bands, s=landslide, v=valid: (b[j], s[j], v[j])
+
+
+def _netcdf_shards(root: Path):
+    """Shards of a NetCDF data set, as :func:`_legacy_shards` gives them."""
+    store = PatchStore(root)
+    for k, shard in enumerate(store.shards):
+        rows = store.table[store.table["shard"] == k]
+        first = int(np.flatnonzero(store.table["shard"].to_numpy() == k)[0]) if len(rows) else 0
+        yield shard.info["event_id"], shard.info, rows, lambda j, first=first: store.views(first + j)
+
+
+def convert_dataset(old_root: str | Path, new_root: str | Path, *, compression: str = "none",
+                    compression_level: int = ZLIB_LEVEL, progress: bool = True) -> list[str]:
+    """Copy the patch data set ``old_root`` (old raw format, or NetCDF) into NetCDF shards under ``new_root``.
+
+    Patch order, values and metadata are kept, so training on the copy sees
+    the same batches. Shards already in ``new_root`` are kept (resumable).
+    Returns the events written now.
+    """
+    from rich.progress import Progress
+
+    old_root, new_root = Path(old_root), Path(new_root)
+    index_path = old_root / DATASET_FILE
+    if not index_path.is_file():
+        raise PatchFormatError(f"{old_root}: no {DATASET_FILE}; not a patch data set")
+    if new_root.resolve() == old_root.resolve():
+        raise ValueError(f"{new_root}: convert into a new folder, not onto the data set itself")
+    index = json.loads(index_path.read_text())
+    version = index.get("version")
+    if index.get("format") != FORMAT_NAME or version not in (LEGACY_VERSION, FORMAT_VERSION):
+        raise PatchFormatError(f"{index_path}: format {index.get('format')} v{version}, expected {FORMAT_NAME} "
+                               f"v{LEGACY_VERSION} (old raw) or v{FORMAT_VERSION} (NetCDF)")
+    if list(index.get("bands", [])) != list(BANDS):
+        raise PatchFormatError(f"{index_path}: band order {index.get('bands')} differs from {list(BANDS)}")
+    patch_size = int(index["patch_size"])
+    shards = _legacy_shards(old_root, index) if version == LEGACY_VERSION else _netcdf_shards(old_root)
+    written = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("converting shards", total=len(index["events"]))
+        for event_id, info, table, read in shards:
+            if not shard_exists(new_root, event_id):
+                with ShardWriter(new_root, event_id, patch_size, info, compression=compression,
+                                 compression_level=compression_level) as writer:
+                    for row in table.itertuples(index=False):
+                        bands, landslide, valid = read(int(row.index))
+                        writer.add(np.asarray(bands), np.asarray(landslide), np.asarray(valid),
+                                   {key: getattr(row, key) for key in TABLE_META})
+                    writer.commit()
+                written.append(event_id)
+            bar.advance(task)
+    own = ("format", "version", "patch_size", "bands", "events", "shards")
+    write_dataset_index(new_root, patch_size, {k: v for k, v in index.items() if k not in own})
+    return written
+
+
+def _convert_cli(args: list[str]) -> None:
+    """``convert OLD_ROOT NEW_ROOT [compression=none|zlib] [compression_level=1..9] [progress=true|false]``."""
+    usage = ("usage: python -m data_prep.patches convert OLD_ROOT NEW_ROOT [compression=none|zlib] "
+             "[compression_level=1..9] [progress=true|false]")
+    positional = [a for a in args if "=" not in a]
+    options = dict(a.split("=", 1) for a in args if "=" in a)
+    unknown = sorted(set(options) - {"compression", "compression_level", "progress"})
+    compression = options.get("compression", "none")
+    level = options.get("compression_level", str(ZLIB_LEVEL))
+    problems = [f"unknown option(s) {unknown}"] if unknown else []
+    if compression not in COMPRESSIONS:
+        problems.append(f"compression '{compression}' is not one of {list(COMPRESSIONS)}")
+    if level not in [str(k) for k in range(1, 10)]:
+        problems.append(f"compression_level '{level}' is not an integer from 1 to 9")
+    if len(positional) != 2:
+        problems.append(f"expected OLD_ROOT and NEW_ROOT, got {positional}")
+    if problems:
+        print("; ".join(problems) + f"\n{usage}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        written = convert_dataset(*positional, compression=compression, compression_level=int(level),
+                                  progress=options.get("progress", "true").lower() != "false")
+    except (PatchFormatError, ValueError) as exc:
+        print(f"convert failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{positional[1]}: {len(written)} shard(s) written ({compression} compression)", file=sys.stderr)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "convert":
+        _convert_cli(sys.argv[2:])
+        return
     import hydra
     from omegaconf import DictConfig
 
@@ -231,7 +362,7 @@ def main() -> None:
         report = build_patches(
             scenes, cfg.out_dir, patch_size=cfg.patch_size, stride=cfg.stride, inventories_dir=cfg.inventories_dir,
             buffer_m=cfg.buffer_m, all_touched=cfg.all_touched, resume=cfg.resume, n_jobs=cfg.n_jobs,
-            progress=cfg.progress,
+            progress=cfg.progress, compression=cfg.compression, compression_level=cfg.compression_level,
         )
         print_report(report)
         if report.failures and not cfg.skip_bad:
