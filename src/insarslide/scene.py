@@ -7,18 +7,19 @@ columns, so that a scene larger than memory can be tiled strip by strip.
 :func:`validate_scene` adds the pixel checks (ranges, labels, masks, bands that
 are NaN everywhere) in one strip-wise pass.
 
-SNAP's own NetCDF4-CF export is read through :data:`SNAP_BAND_PATTERNS`, the
-single place where SNAP's band names are mapped onto the canonical ones.
+SNAP's own NetCDF4-CF export is read through :data:`SNAP_BAND_RULES`, the
+single place where SNAP's band names, unit strings and conversions are mapped
+onto the canonical ones; no-data written as ``_FillValue`` (SNAP's way) reads as NaN.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import xarray as xr
@@ -32,31 +33,76 @@ from insarslide.spec import (
     LABELLED_REQUIRED_ATTRS,
     LANDSLIDE_VAR,
     REQUIRED_ATTRS,
+    S1_WAVELENGTH_M,
     VALID_VAR,
 )
 
-# SNAP NetCDF4-CF export: canonical band -> regular expression on SNAP's variable
-# name. SNAP tags interferometric bands with _<SWATH>_<POL>_<ddMonYYYY>_<ddMonYYYY>
-# (e.g. Phase_ifg_IW2_VV_03Jun2022_15Jun2022). These names follow SNAP's
-# operator sources; they have not been checked against a real export here
-# (docs/data_spec_notes.md).
-SNAP_BAND_PATTERNS: dict[str, str] = {
-    "phase": r"^Phase_ifg(_.+)?$",
-    "coherence": r"^coh(_.+)?$",
-    "intensity": r"^Intensity_ifg(_.+)?$",
-    "elevation": r"^elevation$",
-    "displacement": r"^displacement(_.+)?$",
-    "unwrapped_phase": r"^Unw_Phase_ifg(_.+)?$",
-    "local_incidence_angle": r"^localIncidenceAngle$",
+POLARISATION = r"(?:HH|HV|VH|VV)"
+
+
+@dataclass(frozen=True)
+class SnapBandRule:
+    """How one SNAP variable becomes a canonical band.
+
+    ``pattern`` is matched against the variable name; ``units`` are the unit
+    strings accepted (lower case; SNAP's own first); ``to_canonical`` names the
+    conversion applied on reading (``"db_to_linear"``: 10 ** (value / 10)).
+    """
+
+    band: str
+    pattern: str
+    units: frozenset[str]
+    to_canonical: str = "none"
+
+
+def _units(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+_PHASE_UNITS = _units("phase", "rad", "radian", "radians")
+_METRE_UNITS = _units("meters", "m", "meter", "metre", "metres")
+_UNITLESS = _units("1", "", "none", "dl")
+
+# The one table from SNAP's NetCDF4-CF export to the canonical bands
+# (SENTINEL1_SNAP_FACTS.md, "Verified from SNAP's sources"). Interferometric bands
+# carry _<IW>_<POL>_<ddMonYYYY>_<ddMonYYYY>; Terrain-Correction appends _<POL> to
+# names without a polarisation (displacement_VV, Unw_Phase_ifg_<d>_<d>_VV,
+# elevation_VV). Per band the rules are tried in order: the first rule that
+# matches exactly one variable wins; a rule matching several is refused.
+SNAP_BAND_RULES: dict[str, tuple[SnapBandRule, ...]] = {
+    "phase": (SnapBandRule("phase", r"^Phase_ifg(_.+)?$", _PHASE_UNITS),),
+    "coherence": (SnapBandRule("coherence", r"^coh(_.+)?$", _units("coherence") | _UNITLESS),),
+    "intensity": (
+        SnapBandRule("intensity", r"^Intensity_ifg(_.+)?(?<!_db)$", _units("intensity") | _UNITLESS),
+        # GoldsteinPhaseFiltering's virtual band: decibels despite its unit string 'intensity'.
+        SnapBandRule("intensity", r"^Intensity_ifg(_.+)?_db$", _units("intensity", "db", "intensity_db"),
+                     "db_to_linear"),
+    ),
+    # Terrain-Correction's own DEM band (saveDEM) first, then Interferogram's, renamed by Terrain-Correction.
+    "elevation": (
+        SnapBandRule("elevation", r"^elevation$", _METRE_UNITS),
+        SnapBandRule("elevation", rf"^elevation_{POLARISATION}$", _METRE_UNITS),
+    ),
+    "displacement": (SnapBandRule("displacement", r"^displacement(_.+)?$", _METRE_UNITS),),
+    "unwrapped_phase": (SnapBandRule("unwrapped_phase", r"^Unw_Phase_ifg(_.+)?$", _units("abs_phase") | _PHASE_UNITS),),
+    "local_incidence_angle": (
+        SnapBandRule("local_incidence_angle", rf"^localIncidenceAngle(_{POLARISATION})?$",
+                     _units("degree", "deg", "degrees")),
+    ),
 }
 
-# Unit spellings accepted from SNAP exports (canonical files must use the spec's).
-SNAP_UNIT_ALIASES: dict[str, set[str]] = {
-    "rad": {"rad", "radian", "radians"},
-    "1": {"1", "", "none", "dl"},
-    "m": {"m", "meter", "meters", "metre", "metres"},
-    "degree": {"degree", "degrees", "deg"},
-}
+# SNAP's interferometric tag holds the reference (pre-event) and secondary dates: 03Jun2022_15Jun2022.
+SNAP_DATE_PAIR = re.compile(r"_(\d{2}[A-Z][a-z]{2}\d{4})_(\d{2}[A-Z][a-z]{2}\d{4})")
+
+# Displacement sign check: share of compared pixels that must satisfy a convention,
+# and the tolerance (metres, plus a relative part) of float32 products resampled
+# linearly by Terrain-Correction.
+SIGN_AGREEMENT = 0.95
+SIGN_TOLERANCE_M = 1e-4
+SIGN_TOLERANCE_REL = 1e-3
+SIGN_SAMPLE_PX = 128
+
+LABEL_FLAG_VALUES = (0, 1)
 
 SPACING_TOLERANCE = 1e-6
 STRIP_ROWS = 512
@@ -72,6 +118,78 @@ class SceneError(ValueError):
         super().__init__(f"{self.path}: {len(problems)} problem(s)\n  {lines}")
 
 
+@dataclass(frozen=True)
+class BandDecoder:
+    """Turns a variable's stored values into float32 with NaN for no-data (CF attributes honoured).
+
+    No-data: ``_FillValue``, ``missing_value``, outside ``valid_min``/``valid_max``/``valid_range``
+    (all in stored units, as CF defines them); then ``scale_factor``/``add_offset``,
+    the SNAP conversion and the sign.
+    """
+
+    fill_values: tuple[float, ...] = ()
+    valid_min: float | None = None
+    valid_max: float | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    to_canonical: str = "none"
+    sign: float = 1.0
+
+    def no_data(self, raw: np.ndarray) -> np.ndarray:
+        bad = np.zeros(raw.shape, dtype=bool)
+        for fill in self.fill_values:
+            bad |= np.isnan(raw) if np.isnan(fill) else raw == np.asarray(fill).astype(raw.dtype)
+        if self.valid_min is not None:
+            bad |= raw < self.valid_min
+        if self.valid_max is not None:
+            bad |= raw > self.valid_max
+        return bad
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        values = raw.astype(np.float32)
+        if self.scale != 1.0 or self.offset != 0.0:
+            values = values * np.float32(self.scale) + np.float32(self.offset)
+        if self.to_canonical == "db_to_linear":
+            values = np.power(np.float32(10.0), values / np.float32(10.0), dtype=np.float32)
+        if self.sign != 1.0:
+            values = -values
+        values[self.no_data(raw)] = np.nan
+        return values
+
+
+def _decoder(attrs: Mapping, to_canonical: str = "none", sign: float = 1.0) -> BandDecoder:
+    fills: list[float] = []
+    for key in ("_FillValue", "missing_value"):
+        if key in attrs:
+            fills.extend(float(v) for v in np.atleast_1d(attrs[key]))
+    valid_min = attrs.get("valid_min")
+    valid_max = attrs.get("valid_max")
+    if "valid_range" in attrs:
+        valid_min, valid_max = (float(v) for v in np.atleast_1d(attrs["valid_range"])[:2])
+    return BandDecoder(
+        fill_values=tuple(fills),
+        valid_min=None if valid_min is None else float(valid_min),
+        valid_max=None if valid_max is None else float(valid_max),
+        scale=float(attrs.get("scale_factor", 1.0)),
+        offset=float(attrs.get("add_offset", 0.0)),
+        to_canonical=to_canonical,
+        sign=sign,
+    )
+
+
+def flag_problem(var: str, values: np.ndarray, allowed: tuple[int, ...] = LABEL_FLAG_VALUES) -> str | None:
+    """The one check of a flag variable (``landslide``, ``valid``): ``None`` if every value is allowed.
+
+    Every reader of scenes runs it: :meth:`Scene.read_window` raises with this
+    message, :func:`validate_scene` reports it.
+    """
+    bad = ~np.isin(values, allowed)
+    if not bad.any():
+        return None
+    found = sorted(int(v) for v in np.unique(values[bad])[:10])
+    return f"variable '{var}': {int(bad.sum())} pixel(s) outside flag_values {list(allowed)} (found {found})"
+
+
 @dataclass
 class Scene:
     """An open scene: lazy dataset plus what the grid and attributes say."""
@@ -85,6 +203,8 @@ class Scene:
     transform: tuple[float, float, float, float, float, float]  # GDAL order
     source_format: str  # "canonical" or "snap"
     warnings: list[str] = field(default_factory=list)
+    decoders: dict[str, BandDecoder] = field(default_factory=dict)  # variable name -> decoder
+    displacement_convention: str = "spec"  # "spec" (-wavelength/4pi * unw), "pre-2016" (flipped on reading)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,6 +232,12 @@ class Scene:
                 return float(np.sqrt(dx * np.cos(np.radians(lat)) * dy) * metres_per_deg)
         return float(np.sqrt(dx * dy))
 
+    def read_band(self, name: str, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        """One canonical band, float32, NaN where the file says no-data."""
+        var = self.band_vars[name]
+        raw = self.dataset[var][dict(y=slice(row0, row1), x=slice(col0, col1))].values
+        return self.decoders.get(var, BandDecoder()).decode(raw)
+
     def read_window(
         self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -119,21 +245,43 @@ class Scene:
 
         Returns ``(bands float32 (C, h, w), landslide uint8 (h, w) or None,
         valid uint8 (h, w))`` where ``valid`` is the producer's mask (if any)
-        AND all seven bands finite, as the contract requires.
+        AND all seven bands finite (no-data of ``_FillValue`` and the like is NaN),
+        as the contract requires. Raises :class:`SceneError` if ``landslide``
+        or ``valid`` holds a value outside ``[0, 1]`` (:func:`flag_problem`).
         """
+        stack, landslide, valid, problems = self._read(row0, row1, col0, col1, bands)
+        if problems:
+            raise SceneError(self.path, [f"{p} in rows {row0}..{row1 - 1}, columns {col0}..{col1 - 1}"
+                                         for p in problems])
+        return stack, landslide, valid
+
+    def _read(self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
         window = dict(y=slice(row0, row1), x=slice(col0, col1))
         stack = np.empty((len(BANDS), row1 - row0, col1 - col0), dtype=np.float32)
         for i, name in enumerate(BANDS):
-            stack[i] = self.dataset[self.band_vars[name]][window].values
+            stack[i] = self.read_band(name, row0, row1, col0, col1)
         valid = np.isfinite(stack).all(axis=0)
+        problems: list[str] = []
         if VALID_VAR in self.dataset.variables:
-            valid &= self.dataset[VALID_VAR][window].values.astype(bool)
+            raw = self.dataset[VALID_VAR][window].values
+            fill = self.decoders.get(VALID_VAR, BandDecoder()).no_data(raw)
+            problem = flag_problem(VALID_VAR, raw[~fill])
+            if problem:
+                problems.append(problem)
+            valid &= (raw == 1) & ~fill
         landslide = None
         if self.has_labels:
-            landslide = self.dataset[LANDSLIDE_VAR][window].values.astype(np.uint8)
+            raw = self.dataset[LANDSLIDE_VAR][window].values
+            fill = self.decoders.get(LANDSLIDE_VAR, BandDecoder()).no_data(raw)
+            problem = flag_problem(LANDSLIDE_VAR, raw[~fill])
+            if problem:
+                problems.append(problem)
+            valid &= ~fill
+            landslide = np.where(fill, 0, raw).astype(np.uint8)
         if tuple(bands) != BANDS:
             stack = stack[[BANDS.index(b) for b in bands]]
-        return stack, landslide, valid.astype(np.uint8)
+        return stack, landslide, valid.astype(np.uint8), problems
 
     def strips(self, rows: int = STRIP_ROWS) -> Iterator[tuple[int, int]]:
         height = self.shape[0]
@@ -159,31 +307,41 @@ def _open_dataset(path: Path) -> xr.Dataset:
         raise SceneError(path, [f"not a readable NetCDF-4/HDF5 file ({type(exc).__name__}: {exc})"]) from exc
 
 
-def _map_bands(ds: xr.Dataset, problems: list[str]) -> tuple[dict[str, str], str]:
+def _snap_like(ds: xr.Dataset) -> bool:
+    return any(re.match(rule.pattern, str(v)) for rules in SNAP_BAND_RULES.values() for rule in rules
+               for v in ds.data_vars if v not in BANDS)
+
+
+def _map_bands(ds: xr.Dataset, problems: list[str]) -> tuple[dict[str, str], dict[str, SnapBandRule], str]:
+    """Canonical band -> variable (and, for SNAP exports, the rule that matched it)."""
     if all(name in ds.variables for name in BANDS):
-        return {name: name for name in BANDS}, "canonical"
+        return {name: name for name in BANDS}, {}, "canonical"
     present = [name for name in BANDS if name in ds.variables]
-    mapping: dict[str, str] = {}
-    snap_like = any(re.match(p, str(v)) for p in SNAP_BAND_PATTERNS.values() for v in ds.data_vars if v not in BANDS)
-    if present and not snap_like:
+    if present and not _snap_like(ds):
         missing = [b for b in BANDS if b not in ds.variables]
         problems.append(f"variable(s) {missing}: missing (required bands: {list(BANDS)})")
-        return {name: name for name in present}, "canonical"
-    for name, pattern in SNAP_BAND_PATTERNS.items():
+        return {name: name for name in present}, {}, "canonical"
+    mapping: dict[str, str] = {}
+    rules: dict[str, SnapBandRule] = {}
+    variables = sorted(str(v) for v in ds.data_vars)
+    for name, candidates in SNAP_BAND_RULES.items():
         if name in ds.variables:
             mapping[name] = name
+            rules[name] = next((r for r in candidates if re.match(r.pattern, name)), candidates[0])
             continue
-        matches = sorted(str(v) for v in ds.data_vars if re.match(pattern, str(v)))
-        if len(matches) == 1:
-            mapping[name] = matches[0]
-        elif not matches:
-            problems.append(
-                f"variable '{name}': missing, and no SNAP variable matches /{pattern}/ "
-                f"(variables in file: {sorted(map(str, ds.data_vars))})"
-            )
+        for rule in candidates:
+            matches = [v for v in variables if re.match(rule.pattern, v)]
+            if len(matches) == 1:
+                mapping[name], rules[name] = matches[0], rule
+                break
+            if len(matches) > 1:
+                problems.append(f"variable '{name}': SNAP pattern /{rule.pattern}/ matches several variables {matches}")
+                break
         else:
-            problems.append(f"variable '{name}': SNAP pattern /{pattern}/ matches several variables {matches}")
-    return mapping, "snap"
+            patterns = " or ".join(f"/{rule.pattern}/" for rule in candidates)
+            problems.append(f"variable '{name}': missing, and no SNAP variable matches {patterns} "
+                            f"(variables in file: {variables})")
+    return mapping, rules, "snap"
 
 
 def _check_coordinate(ds: xr.Dataset, dim: str, problems: list[str]) -> float | None:
@@ -249,10 +407,10 @@ def _check_attrs(attrs: Mapping, labelled: bool, problems: list[str]) -> None:
                 problems.append(f"global attribute '{name}': '{attrs[name]}' is not an ISO date")
 
 
-def _units_ok(units: str, expected: str, snap: bool) -> bool:
+def _units_ok(units: str, expected: str, rule: SnapBandRule | None) -> bool:
     if units == expected:
         return True
-    return snap and units.strip().lower() in SNAP_UNIT_ALIASES.get(expected, {expected})
+    return rule is not None and units.strip().lower() in rule.units
 
 
 def open_scene(path: str | os.PathLike, *, require_labels: bool = False) -> Scene:
@@ -272,32 +430,41 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
     renames = {old: new for old, new in (("lat", "y"), ("lon", "x")) if old in ds.dims and new not in ds.dims}
     if renames:
         ds = ds.rename(renames)
-    band_vars, source_format = _map_bands(ds, problems)
+    band_vars, rules, source_format = _map_bands(ds, problems)
     snap = source_format == "snap"
+    decoders: dict[str, BandDecoder] = {}
     for name, var in band_vars.items():
         da = ds[var]
         spec = BAND_BY_NAME[name]
+        rule = rules.get(name)
         label = f"variable '{var}'" + (f" (band '{name}')" if var != name else "")
         if da.dims != ("y", "x"):
             problems.append(f"{label}: dims {da.dims}, expected ('y', 'x')")
-        if da.dtype != np.float32 and not (snap and np.issubdtype(da.dtype, np.floating)):
+        packed = "scale_factor" in da.attrs or "add_offset" in da.attrs
+        if da.dtype != np.float32 and not (snap and (np.issubdtype(da.dtype, np.floating) or packed)):
             problems.append(f"{label}: dtype {da.dtype}, expected float32")
         units = str(da.attrs.get("units", "")) if "units" in da.attrs or snap else None
         if units is None:
             problems.append(f"{label}: attribute 'units' missing (expected '{spec.units}')")
-        elif not _units_ok(units, spec.units, snap):
-            problems.append(f"{label}: units '{units}', expected '{spec.units}'")
+        elif not _units_ok(units, spec.units, rule):
+            accepted = sorted(rule.units) if rule else [spec.units]
+            problems.append(f"{label}: units '{units}', expected '{spec.units}'"
+                            + (f" (SNAP spellings accepted: {accepted})" if rule else ""))
         if not snap and "long_name" not in da.attrs:
             problems.append(f"{label}: attribute 'long_name' missing")
+        decoders[var] = _decoder(da.attrs, rule.to_canonical if rule else "none")
+        if rule is not None and rule.to_canonical == "db_to_linear":
+            warnings.append(f"band 'intensity' read from '{var}' (decibels) and converted to linear power")
     for var in (LANDSLIDE_VAR, VALID_VAR):
         if var in ds.variables:
             if ds[var].dims != ("y", "x"):
                 problems.append(f"variable '{var}': dims {ds[var].dims}, expected ('y', 'x')")
             if ds[var].dtype != np.uint8:
                 problems.append(f"variable '{var}': dtype {ds[var].dtype}, expected uint8")
+            decoders[var] = _decoder(ds[var].attrs)
     if LANDSLIDE_VAR in ds.variables and not snap:
         flags = ds[LANDSLIDE_VAR].attrs.get("flag_values")
-        if flags is None or list(np.atleast_1d(flags)) != [0, 1]:
+        if flags is None or list(np.atleast_1d(flags)) != list(LABEL_FLAG_VALUES):
             problems.append(f"variable '{LANDSLIDE_VAR}': attribute flag_values must be [0, 1], found {flags}")
     if require_labels and LANDSLIDE_VAR not in ds.variables:
         problems.append(f"variable '{LANDSLIDE_VAR}': missing, but this scene is used for training/evaluation")
@@ -316,7 +483,8 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
         from pyproj import CRS
 
         crs_wkt = CRS.from_epsg(4326).to_wkt()
-        warnings.append("no grid-mapping variable; lat/lon grid taken as WGS84 (EPSG:4326)")
+        warnings.append("no grid-mapping variable; lat/lon grid taken as WGS84 (EPSG:4326), as SNAP's "
+                        "NetCDF4-CF writer implies")
     else:
         warnings.append("no CRS (no 'spatial_ref' variable): scene is ungeoreferenced, outputs use pixel coordinates")
     if crs_wkt:
@@ -329,19 +497,12 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
 
     attrs = dict(ds.attrs)
     if snap:
-        attrs.setdefault("Conventions", "CF-1.8")
-        attrs.setdefault("source", "snap")
-        attrs.setdefault("event_id", re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_"))
-        for name in ("region", "pre_date", "post_date"):
-            if name not in attrs:
-                warnings.append(f"global attribute '{name}' missing from SNAP export")
-                attrs[name] = ""
-        _check_attrs({k: v for k, v in attrs.items() if v != ""}, False, [])
+        _fill_snap_attrs(path, attrs, band_vars, warnings)
     else:
         _check_attrs(attrs, LANDSLIDE_VAR in ds.variables, problems)
     if problems:
         raise SceneError(path, problems)
-    return Scene(
+    scene = Scene(
         path=path,
         dataset=ds,
         band_vars=band_vars,
@@ -351,7 +512,118 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
         transform=transform,
         source_format=source_format,
         warnings=warnings,
+        decoders=decoders,
     )
+    if snap:
+        _settle_displacement_sign(scene)
+    return scene
+
+
+def _fill_snap_attrs(path: Path, attrs: dict, band_vars: Mapping[str, str], warnings: list[str]) -> None:
+    """Global attributes of a SNAP export: the contract's where SNAP has none."""
+    attrs["Conventions"] = "CF-1.8"  # what the scene becomes; SNAP writes CF-1.4
+    attrs.setdefault("source", "snap")
+    attrs.setdefault("event_id", re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_"))
+    dates = snap_acquisition_dates(band_vars.values())
+    if dates and not (attrs.get("pre_date") and attrs.get("post_date")):
+        warnings.append(f"SNAP's band tag names the acquisitions {dates[0]} (reference) and {dates[1]} (secondary)")
+    for name in ("region", "pre_date", "post_date"):
+        if name not in attrs:
+            warnings.append(f"global attribute '{name}' missing from SNAP export")
+            attrs[name] = ""
+
+
+def snap_acquisition_dates(names: Iterable[str]) -> tuple[str, str] | None:
+    """ISO dates of the reference and secondary acquisitions from SNAP's band tag (``_03Jun2022_15Jun2022``)."""
+    from datetime import datetime
+
+    for name in names:
+        match = SNAP_DATE_PAIR.search(str(name))
+        if match:
+            return tuple(datetime.strptime(d, "%d%b%Y").date().isoformat() for d in match.groups())
+    return None
+
+
+def _wavelength_m(scene: Scene) -> float:
+    """Radar wavelength: the scene's ``wavelength_m``, else SNAP's metadata radar_frequency (MHz), else Sentinel-1."""
+    if "wavelength_m" in scene.attrs:
+        return float(scene.attrs["wavelength_m"])
+    try:
+        import h5netcdf
+
+        with h5netcdf.File(scene.path, "r") as f:
+            frequency_mhz = float(f["Metadata_Group"]["Abstracted_Metadata"].attrs["radar_frequency"])
+        return 299_792_458.0 / (frequency_mhz * 1e6)
+    except Exception:  # no SNAP metadata tree: Sentinel-1, the project's sensor
+        return S1_WAVELENGTH_M
+
+
+def _sample_windows(shape: tuple[int, int], size: int = SIGN_SAMPLE_PX) -> list[tuple[int, int, int, int]]:
+    """Centre and quadrant-centre windows (row0, row1, col0, col1): a sample read in a few chunks."""
+    h, w = shape
+    windows = set()
+    for fr, fc in ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
+        r0 = min(max(0, int(h * fr) - size // 2), max(0, h - size))
+        c0 = min(max(0, int(w * fc) - size // 2), max(0, w - size))
+        windows.add((r0, min(h, r0 + size), c0, min(w, c0 + size)))
+    return sorted(windows)
+
+
+def displacement_convention(scene: Scene) -> tuple[str, float]:
+    """Which sign ties ``displacement`` to ``unwrapped_phase``, read from a sample of pixels.
+
+    Returns ``(convention, share)``: ``"spec"`` when displacement =
+    -wavelength / (4 pi) * unwrapped phase (SNAP since 2016), ``"pre-2016"`` for the
+    opposite sign, ``"undecided"`` when the phase is too close to zero to tell,
+    ``"disagree"`` when neither holds; ``share`` is the fraction of compared
+    pixels that satisfy the convention returned.
+    """
+    factor = _wavelength_m(scene) / (4 * np.pi)
+    displacement, unwrapped = [], []
+    for r0, r1, c0, c1 in _sample_windows(scene.shape):
+        var = scene.band_vars["displacement"]
+        raw = scene.dataset[var][dict(y=slice(r0, r1), x=slice(c0, c1))].values
+        d = replace(scene.decoders.get(var, BandDecoder()), sign=1.0).decode(raw)  # as stored in the file
+        u = scene.read_band("unwrapped_phase", r0, r1, c0, c1)
+        keep = np.isfinite(d) & np.isfinite(u)
+        displacement.append(d[keep].astype(np.float64))
+        unwrapped.append(u[keep].astype(np.float64))
+    d, u = np.concatenate(displacement), np.concatenate(unwrapped)
+    if d.size == 0:
+        return "undecided", 0.0
+    expected = -factor * u
+    tolerance = SIGN_TOLERANCE_M + SIGN_TOLERANCE_REL * np.abs(expected)
+    spec = float(np.mean(np.abs(d - expected) <= tolerance))
+    flipped = float(np.mean(np.abs(d + expected) <= tolerance))
+    if spec >= SIGN_AGREEMENT and flipped >= SIGN_AGREEMENT:
+        return "undecided", spec
+    if spec >= SIGN_AGREEMENT:
+        return "spec", spec
+    if flipped >= SIGN_AGREEMENT:
+        return "pre-2016", flipped
+    return "disagree", max(spec, flipped)
+
+
+def _settle_displacement_sign(scene: Scene) -> None:
+    """Check SNAP's displacement against its unwrapped phase; flip a pre-2016 product's sign on reading."""
+    convention, share = displacement_convention(scene)
+    var = scene.band_vars["displacement"]
+    if convention == "pre-2016":
+        scene.decoders[var] = replace(scene.decoders.get(var, BandDecoder()), sign=-1.0)
+        scene.displacement_convention = convention
+        scene.warnings.append(f"'{var}' = +wavelength/(4 pi) * unwrapped phase ({share:.0%} of sampled pixels): "
+                              "SNAP's pre-2016 sign; flipped on reading to the contract's -wavelength/(4 pi)")
+    elif convention == "spec":
+        scene.warnings.append(f"'{var}' = -wavelength/(4 pi) * unwrapped phase ({share:.0%} of sampled pixels): "
+                              "SNAP's convention since 2016, the contract's")
+    elif convention == "undecided":
+        scene.warnings.append(f"'{var}': sign convention undecidable (unwrapped phase near zero or no pixel to "
+                              "compare); read as stored")
+    else:
+        scene.displacement_convention = "disagree"
+        scene.warnings.append(f"'{var}' disagrees with '{scene.band_vars['unwrapped_phase']}': neither "
+                              f"-wavelength/(4 pi) * unwrapped phase nor its opposite holds (best {share:.0%} of "
+                              "sampled pixels); read as stored")
 
 
 @dataclass
@@ -379,32 +651,43 @@ def validate_scene(path: str | os.PathLike, *, require_labels: bool = False) -> 
     out_of_range = {b: 0 for b in BANDS}
     finite = {b: 0 for b in BANDS}
     valid_pixels = landslide_pixels = 0
-    bad_labels = bad_valid = 0
+    flags: dict[str, list[np.ndarray]] = {LANDSLIDE_VAR: [], VALID_VAR: []}
     with scene:
+        warnings = list(scene.warnings)
         for row0, row1 in scene.strips():
-            stack, landslide, valid = scene.read_window(row0, row1, 0, scene.shape[1])
+            stack, landslide, valid, strip_problems = scene._read(row0, row1, 0, scene.shape[1])
             for i, name in enumerate(BANDS):
                 band = stack[i]
                 ok = np.isfinite(band)
                 finite[name] += int(ok.sum())
                 spec = BAND_BY_NAME[name]
                 out_of_range[name] += int(((band[ok] < spec.low) | (band[ok] > spec.high)).sum())
+            if strip_problems:  # collect the offending values so the one message covers the whole file
+                for var in flags:
+                    if var in scene.dataset.variables:
+                        raw = scene.dataset[var][dict(y=slice(row0, row1))].values
+                        fill = scene.decoders.get(var, BandDecoder()).no_data(raw)
+                        flags[var].append(raw[~fill & ~np.isin(raw, LABEL_FLAG_VALUES)])
             if landslide is not None:
-                bad_labels += int((landslide > 1).sum())
                 landslide_pixels += int((landslide == 1).sum())
-            if VALID_VAR in scene.dataset.variables:
-                bad_valid += int((scene.dataset[VALID_VAR][dict(y=slice(row0, row1))].values > 1).sum())
             valid_pixels += int(valid.sum())
+        if scene.source_format == "canonical" and finite["displacement"] and finite["unwrapped_phase"]:
+            convention, share = displacement_convention(scene)
+            if convention in ("pre-2016", "disagree"):
+                warnings.append(f"'displacement' is not -wavelength/(4 pi) * 'unwrapped_phase' "
+                                f"({convention}, {share:.0%} of sampled pixels)")
+        elif scene.displacement_convention == "disagree":
+            problems.append(next(w for w in warnings if "disagrees" in w))
     for name in BANDS:
         if finite[name] == 0:
             problems.append(f"variable '{scene.band_vars[name]}': NaN everywhere (no finite pixel)")
-    if bad_labels:
-        problems.append(f"variable '{LANDSLIDE_VAR}': {bad_labels} pixel(s) outside flag_values [0, 1]")
-    if bad_valid:
-        problems.append(f"variable '{VALID_VAR}': {bad_valid} pixel(s) not 0 or 1")
+    for var, bad in flags.items():
+        problem = flag_problem(var, np.concatenate(bad)) if bad else None
+        if problem:
+            problems.append(problem)
     if valid_pixels == 0 and not problems:
         problems.append("no valid pixel: every pixel has a NaN band or valid == 0")
-    return ValidationReport(path, problems, scene.warnings, out_of_range, valid_pixels, landslide_pixels)
+    return ValidationReport(path, problems, warnings, out_of_range, valid_pixels, landslide_pixels)
 
 
 class SceneWriter:
