@@ -49,13 +49,18 @@ def truth_fields(h: int, w: int) -> dict[str, np.ndarray]:
 def snap14_export(path: Path, h: int = 12, w: int = 10, *, displacement_sign: float = -1.0,
                   displacement: np.ndarray | None = None, attrs: dict | None = None) -> Path:
     """Write a SNAP 14 NetCDF4-CF export; ``displacement_sign=+1`` is the pre-2016 convention."""
-    truth = truth_fields(h, w)
-    shown = dict(truth)
-    shown["displacement"] = displacement_sign * S1_WAVELENGTH_M / (4 * np.pi) * truth["unwrapped_phase"]
+    shown = truth_fields(h, w)
+    shown["displacement"] = displacement_sign * S1_WAVELENGTH_M / (4 * np.pi) * shown["unwrapped_phase"]
     if displacement is not None:
         shown["displacement"] = displacement
-    i_part = np.sqrt(truth["intensity"]) * np.cos(truth["phase"])
-    q_part = np.sqrt(truth["intensity"]) * np.sin(truth["phase"])
+    return write_export(path, shown, attrs)
+
+
+def write_export(path: Path, shown: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+    """Canonical-named fields (NaN = no-data, intensity linear) written with SNAP's names, units and fill 0."""
+    h, w = shown["phase"].shape
+    i_part = np.sqrt(shown["intensity"]) * np.cos(shown["phase"])
+    q_part = np.sqrt(shown["intensity"]) * np.sin(shown["phase"])
     variables = {  # SNAP band name: (values, unit string, description)
         f"i_ifg{TAG}": (i_part, "real", ""),
         f"q_ifg{TAG}": (q_part, "imaginary", ""),
