@@ -112,7 +112,8 @@ def _geotiff_pair(path: Path) -> PairSource:
         if not companion.is_file():
             raise PairError(f"{path}: companion file {companion.name} ({name} on the same grid) missing")
     slc = rasterio.open(path)
-    if slc.count != 2 or not np.dtype(slc.dtypes[0]).kind == "c" and slc.dtypes[0] != "complex_int16":
+    complex_bands = all(d == "complex_int16" or np.dtype(d).kind == "c" for d in slc.dtypes)
+    if slc.count != 2 or not complex_bands:
         slc.close()
         raise PairError(f"{path}: expected 2 complex bands (1 = pre-event, 2 = post-event), found {slc.count} "
                         f"band(s) of {slc.dtypes[0]}")

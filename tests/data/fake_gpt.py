@@ -20,8 +20,8 @@ import numpy as np
 
 from data.snap_products import TAG, snaphu_export_folder, write_envi, write_export
 from data_prep.snap.graph import parse_graph_xml
-from data_prep.snap.snaphu_folder import read_envi
-from insarslide.spec import S1_WAVELENGTH_M
+
+S1_WAVELENGTH_M = 0.05546576  # literal: importing insarslide.spec would load the runtime package
 
 SHAPE = (40, 50)
 
@@ -29,6 +29,12 @@ SHAPE = (40, 50)
 def true_unwrapped(shape=SHAPE) -> np.ndarray:
     rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
     return 0.25 * rows + 0.15 * cols + 0.05  # rad: about 3 fringes over the grid
+
+
+def read_envi(img: Path) -> np.ndarray:
+    """Big-endian float32 ENVI image with its header's lines and samples (what write_envi wrote)."""
+    header = dict(line.split(" = ", 1) for line in img.with_suffix(".hdr").read_text().splitlines() if " = " in line)
+    return np.fromfile(img, dtype=">f4").reshape(int(header["lines"]), int(header["samples"]))
 
 
 def write_dimap(dim: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from insarslide.spec import S1_WAVELENGTH_M
 
@@ -58,6 +57,8 @@ def snap14_export(path: Path, h: int = 12, w: int = 10, *, displacement_sign: fl
 
 def write_export(path: Path, shown: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
     """Canonical-named fields (NaN = no-data, intensity linear) written with SNAP's names, units and fill 0."""
+    import xarray as xr  # imported here: the fake gpt loads this module on every call
+
     h, w = shown["phase"].shape
     i_part = np.sqrt(shown["intensity"]) * np.cos(shown["phase"])
     q_part = np.sqrt(shown["intensity"]) * np.sin(shown["phase"])
