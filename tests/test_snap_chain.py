@@ -142,3 +142,26 @@ def test_unknown_parameter_in_config_is_refused_before_anything_runs(tmp_path, f
     with pytest.raises(GraphError, match="cohWinSize"):
         run_event(chain_config(tmp_path, "+graph.Interferogram.cohWinSize=5"), *slc_pair)
     assert fake_gpt() == []
+
+
+@pytest.mark.slow
+def test_events_in_parallel_through_the_hydra_joblib_launcher(tmp_path, fake_gpt):
+    import subprocess
+
+    for event, dates in (("lombok_2018", ("20180811", "20180823")), ("iburi_2018", ("20180905", "20180917"))):
+        folder = tmp_path / "slc" / event
+        folder.mkdir(parents=True)
+        for i, day in enumerate(dates):
+            (folder / f"S1A_IW_SLC__1SDV_{day}T102133_{day}T102200_043500_053000_000{i}.zip").write_bytes(day.encode())
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    done = subprocess.run([sys.executable, "-m", "data_prep.process", "-m", "event=lombok_2018,iburi_2018",
+                           f"slc_dir={tmp_path / 'slc'}", f"out_dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr  # the joblib launcher
+    for event in ("lombok_2018", "iburi_2018"):
+        assert validate_scene(tmp_path / "out" / "scenes" / f"{event}.nc").ok
+        manifest = json.loads((tmp_path / "out" / event / "manifest.json").read_text())
+        assert Path(manifest["inputs"]["pre"]["path"]).name.split("_")[5].startswith(
+            {"lombok_2018": "20180811", "iburi_2018": "20180905"}[event])
+    assert sorted(fake_gpt()) == sorted(["interferogram", "snaphu_export", "geocode"] * 2)
