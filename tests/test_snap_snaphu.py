@@ -34,14 +34,25 @@ def test_snaphu_unwraps_the_export_folder_into_the_file_snaphu_import_reads(tmp_
     assert not list(product.glob(".*.tmp"))
 
 
-def test_conf_is_honoured(tmp_path):
-    phase = np.zeros((4, 6), np.float32)
-    folder = snaphu_export_folder(tmp_path / "p", phase, phase + 0.5, cost="TOPO", init="MCF", tiles=(3, 2),
+def test_conf_is_honoured(tmp_path, monkeypatch):
+    phase = np.full((300, 200), 0.5, np.float32)
+    folder = snaphu_export_folder(tmp_path / "p", phase, phase + 0.3, cost="TOPO", init="MCF", tiles=(3, 2),
                                   overlap=(20, 30), nproc=2)
     job = read_conf(folder)
     assert (job.cost, job.init, job.ntiles, job.overlap, job.nproc, job.nlooks, job.width) == (
-        "topo", "mcf", (3, 2), (20, 30), 2, 23.8, 6)
+        "topo", "mcf", (3, 2), (20, 30), 2, 23.8, 200)
     assert job.phase_file.name == f"Phase_ifg{TAG}.snaphu.img" and job.corr_file.name == f"coh{TAG}.snaphu.img"
+    seen = {}
+
+    def recording_unwrap(igram, corr, nlooks, **kwargs):
+        seen.update(nlooks=nlooks, corr=float(corr.mean()), phase=float(np.angle(igram).mean()), **kwargs)
+        return np.zeros(igram.shape, np.float32), np.zeros(igram.shape, np.uint32)
+
+    monkeypatch.setattr("data_prep.snap.snaphu_folder.dinsar.unwrap", recording_unwrap)
+    unwrap_export_folder(folder)
+    assert seen["nlooks"] == 23.8 and (seen["cost"], seen["init"]) == ("topo", "mcf")
+    assert seen["ntiles"] == (3, 2) and seen["tile_overlap"] == (20, 30) and seen["nproc"] == 2
+    assert seen["corr"] == pytest.approx(0.8) and seen["phase"] == pytest.approx(0.5)
 
 
 def test_tiles_shrink_only_when_smaller_than_twice_the_overlap():
