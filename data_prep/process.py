@@ -80,7 +80,8 @@ def _netcdf_pair(path: Path) -> PairSource:
     for name in ("elevation", "local_incidence_angle"):
         if name not in ds:
             ds.close()
-            raise PairError(f"{path}: variable '{name}' missing (on the SLC grid, {'m' if name == 'elevation' else 'degree'})")
+            units = "m" if name == "elevation" else "degree"
+            raise PairError(f"{path}: variable '{name}' missing (on the SLC grid, in {units})")
     shape = (int(ds.sizes["y"]), int(ds.sizes["x"])) if "y" in ds.sizes and "x" in ds.sizes else None
     if shape is None:
         ds.close()

@@ -32,7 +32,8 @@ def process_config(*overrides):
 def fake_gpt(tmp_path, monkeypatch):
     script = tmp_path / "bin" / "gpt"
     script.parent.mkdir()
-    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path[:0] = {[str(REPO / 'tests'), str(REPO / 'src'), str(REPO)]!r}\n"
+    paths = [str(REPO / "tests"), str(REPO / "src"), str(REPO)]
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.path[:0] = {paths!r}\n"
                       "from data.fake_gpt import main\nsys.exit(main(sys.argv[1:]))\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     calls = tmp_path / "gpt_calls.jsonl"

@@ -48,7 +48,8 @@ def test_export_and_geocode_graphs():
     assert [n.operator for n in export.nodes] == ["Read", "SnaphuExport"]
     assert export.node("SnaphuExport").parameters["targetFolder"] == "/w/snaphu"
     assert export.node("SnaphuExport").parameters["statCostMode"] == "DEFO"
-    geocode = parse_graph_xml(geocode_graph(params, Path("/w/ifg.dim"), Path("/w/u.snaphu.hdr"), Path("/w/e.nc")).to_xml())
+    geocode = parse_graph_xml(
+        geocode_graph(params, Path("/w/ifg.dim"), Path("/w/u.snaphu.hdr"), Path("/w/e.nc")).to_xml())
     assert [n.operator for n in geocode.nodes] == ["Read", "Read", "SnaphuImport", "PhaseToDisplacement", "BandMerge",
                                                    "Terrain-Correction", "Write"]
     assert geocode.node("Read(2)").parameters == {"file": "/w/u.snaphu.hdr", "formatName": "SNAPHU"}

@@ -142,7 +142,8 @@ class EventChain:
         p = self.paths
         wrapped_parts = dimap_parts(p.wrapped)
         self._step("interferogram", [Path(pre), Path(post)], self._step_params("interferogram"), wrapped_parts,
-                   lambda stage: self._graph(graphs.interferogram_graph(self.params, pre, post, stage / p.wrapped.name)),
+                   lambda stage: self._graph(graphs.interferogram_graph(self.params, pre, post,
+                                                                        stage / p.wrapped.name)),
                    staged=lambda stage: dimap_parts(stage / p.wrapped.name))
         self._step("snaphu_export", wrapped_parts, self._step_params("snaphu_export"), [p.snaphu],
                    lambda stage: self._graph(graphs.snaphu_export_graph(self.params, p.wrapped, stage / "snaphu")),

@@ -71,7 +71,7 @@ class Graph:
         return paths + [Path(n.parameters["targetFolder"]) for n in self.nodes if n.operator == "SnaphuExport"]
 
     def to_xml(self) -> str:
-        """The graph as gpt reads it: <node> with <operator>, <sources> (sourceProduct, sourceProduct.1, ...) and <parameters>."""
+        """The graph as gpt reads it: <node> with <operator>, <sources> (sourceProduct, .1, ...), <parameters>."""
         root = ET.Element("graph", id=self.name)
         ET.SubElement(root, "version").text = "1.0"
         for node in self.nodes:

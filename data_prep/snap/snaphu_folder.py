@@ -159,7 +159,8 @@ def unwrap_export_folder(target_folder: str | os.PathLike, *, quiet: bool = True
                                 f"{corr.shape} do not agree")
     out_header = read_envi_header(job.out_file.with_suffix(".hdr"))
     if (int(out_header["lines"]), int(out_header["samples"])) != phase.shape:
-        raise SnaphuFolderError(f"{job.out_file.with_suffix('.hdr')}: shape differs from the wrapped phase {phase.shape}")
+        raise SnaphuFolderError(f"{job.out_file.with_suffix('.hdr')}: shape differs from the wrapped phase "
+                                f"{phase.shape}")
     ntiles, overlap = feasible_tiles(phase.shape, job.ntiles, job.overlap)
     if ntiles != job.ntiles:
         log.warning("%s: %s tiles too small for overlap %s on %s pixels; using %s", job.folder, job.ntiles,
