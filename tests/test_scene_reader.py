@@ -224,3 +224,16 @@ def test_label_outside_flag_values_is_refused_by_every_reader(tmp_path):
     assert not built.results and len(built.failures) == 1
     scene_name, message = built.failures[0]
     assert scene_name.endswith("labels.nc") and "labels.nc" in message and "'landslide'" in message
+
+
+def test_snap_export_in_a_map_projection_is_refused_with_what_to_do(tmp_path):
+    from data.snap_products import TAG
+
+    h, w = 4, 5
+    values = np.ones((h, w), np.float32)
+    ds = xr.Dataset({f"Phase_ifg{TAG}": (("y", "x"), values, {"units": "phase"}),
+                     "lat": (("y", "x"), np.full((h, w), -8.4)), "lon": (("y", "x"), np.full((h, w), 116.1))})
+    ds.to_netcdf(tmp_path / "utm.nc", engine="h5netcdf")
+    with pytest.raises(SceneError, match="utm.nc") as err:
+        open_scene(tmp_path / "utm.nc")
+    assert "mapProjection=WGS84(DD)" in str(err.value)

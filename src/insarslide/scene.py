@@ -469,6 +469,12 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
     if require_labels and LANDSLIDE_VAR not in ds.variables:
         problems.append(f"variable '{LANDSLIDE_VAR}': missing, but this scene is used for training/evaluation")
 
+    if snap and "x" not in ds.coords and "lat" in ds.variables and ds["lat"].ndim == 2:
+        # SNAP's NetCDF4-CF writer: map projections other than WGS84 get 2-D lat/lon and no CRS variable
+        problems.append("SNAP export in a map projection: 2-D 'lat'/'lon' on (y, x) and no CRS variable, so the "
+                        "grid cannot be georeferenced; export with Terrain-Correction mapProjection=WGS84(DD) "
+                        "(1-D lat/lon, read as WGS84)")
+        raise SceneError(path, problems)
     transform = _geotransform(ds, problems)
     crs_wkt = None
     if GRID_MAPPING_VAR in ds.variables:
