@@ -237,3 +237,18 @@ def test_snap_export_in_a_map_projection_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(SceneError, match="utm.nc") as err:
         open_scene(tmp_path / "utm.nc")
     assert "mapProjection=WGS84(DD)" in str(err.value)
+
+
+def test_linear_intensity_is_preferred_to_the_decibel_band(tmp_path):
+    from data.snap_products import TAG, expected_scene, snap14_export
+
+    path = snap14_export(tmp_path / "both.nc", 12, 10)
+    ds = xr.open_dataset(path, engine="h5netcdf", mask_and_scale=False).load()
+    linear = np.where(np.isfinite(expected_scene(12, 10)["intensity"]), expected_scene(12, 10)["intensity"], 0)
+    ds[f"Intensity_ifg{TAG}"] = (("lat", "lon"), linear.astype(np.float32), {"units": "intensity"})
+    ds[f"Intensity_ifg{TAG}"].encoding["_FillValue"] = np.float32(0)
+    ds.to_netcdf(tmp_path / "both2.nc", engine="h5netcdf")
+    with open_scene(tmp_path / "both2.nc") as scene:
+        assert scene.band_vars["intensity"] == f"Intensity_ifg{TAG}"
+        np.testing.assert_allclose(scene.read_band("intensity", 0, 12, 0, 10), expected_scene(12, 10)["intensity"],
+                                   rtol=1e-6)

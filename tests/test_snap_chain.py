@@ -93,6 +93,9 @@ def test_chain_end_to_end_on_fake_gpt(tmp_path, fake_gpt, slc_pair):
     assert manifest["parameters"]["graph"]["Multilook"]["nRgLooks"] == 8
     assert [s["status"] for s in manifest["steps"].values()] == ["done"] * 5
     assert manifest["steps"]["scene"]["outputs"][0]["path"] == str(scene_path)
+    notes = manifest["steps"]["scene"]["notes"]
+    assert any("WGS84" in n for n in notes) and any("since 2016" in n for n in notes)
+    assert any("decibels" in n for n in notes)
 
     run_event(chain_config(tmp_path), pre, post)  # nothing left to do
     assert fake_gpt() == ["interferogram", "snaphu_export", "geocode"]

@@ -160,8 +160,7 @@ class EventChain:
         attrs = {"event_id": self.event, "source": "snap", **(self.cfg.get("scene_attrs") or {}),
                  "history": f"SNAP chain (runner {self.cfg['runner']}: {self.manifest.data['versions'].get('snap')}; "
                             f"{self.manifest.data['versions'].get('snaphu')}) via insarslide data_prep.process"}
-        self._step("scene", [p.export], attrs, [p.scene], lambda stage: export_to_scene(p.export, p.scene, attrs),
-                   staged=None)
+        self._step("scene", [p.export], attrs, [p.scene], lambda stage: self._convert(attrs), staged=None)
         return p.scene
 
     # -- helpers --------------------------------------------------------------------------------------------
@@ -175,6 +174,11 @@ class EventChain:
             versions["snap"] = f"{runner.name}: {runner.version()}"
             self.manifest.save()
         runner.run(graph, self.paths.work)
+
+    def _convert(self, attrs: dict[str, Any]) -> None:
+        """Export -> scene; what the reader assumed or converted is kept in the manifest."""
+        _, notes = export_to_scene(self.paths.export, self.paths.scene, attrs)
+        self.manifest.data["steps"]["scene"]["notes"] = notes
 
     def _snaphu_version(self) -> str:
         from importlib.metadata import version
