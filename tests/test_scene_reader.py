@@ -252,3 +252,14 @@ def test_linear_intensity_is_preferred_to_the_decibel_band(tmp_path):
         assert scene.band_vars["intensity"] == f"Intensity_ifg{TAG}"
         np.testing.assert_allclose(scene.read_band("intensity", 0, 12, 0, 10), expected_scene(12, 10)["intensity"],
                                    rtol=1e-6)
+
+
+def test_sign_convention_by_hand():
+    from insarslide.snap_export import sign_convention
+
+    u = np.array([10.0, -20.0, 5.0])  # rad; -0.05546576 / (4 pi) = -4.4138e-3 m per rad
+    d = np.array([-0.044138, 0.088277, -0.022069])
+    assert sign_convention(d, u, 0.05546576)[0] == "spec"
+    assert sign_convention(-d, u, 0.05546576)[0] == "pre-2016"
+    assert sign_convention(d * 1.5, u, 0.05546576)[0] == "disagree"
+    assert sign_convention(np.array([0.0]), np.array([1e-3]), 0.05546576)[0] == "undecided"  # 4.4e-6 m: both fit

@@ -1,7 +1,7 @@
 """SNAP's NetCDF4-CF export -> a canonical scene file, through the one scene reader and writer.
 
 All of SNAP's naming, units, no-data and sign is handled by
-:data:`insarslide.scene.SNAP_BAND_RULES` when the export is opened; this module
+:data:`insarslide.snap_export.SNAP_BAND_RULES` when the export is opened; this module
 only fills the contract's attributes (event catalogue, acquisition dates from
 SNAP's band tag) and copies the bands strip by strip.
 """
@@ -16,7 +16,8 @@ from typing import Mapping
 import numpy as np
 
 from data_prep.events import fill_scene_attrs
-from insarslide.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene, snap_acquisition_dates
+from insarslide.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene
+from insarslide.snap_export import snap_acquisition_dates
 from insarslide.spec import BANDS
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,12 @@ columns, so that a scene larger than memory can be tiled strip by strip.
 :func:`validate_scene` adds the pixel checks (ranges, labels, masks, bands that
 are NaN everywhere) in one strip-wise pass.
 
-SNAP's own NetCDF4-CF export is read through :data:`SNAP_BAND_RULES`, the
-single place where SNAP's band names, unit strings and conversions are mapped
-onto the canonical ones; no-data written as ``_FillValue`` (SNAP's way) reads as NaN.
+SNAP's own NetCDF4-CF export is read through
+:data:`insarslide.snap_export.SNAP_BAND_RULES`, the single place where SNAP's
+band names, unit strings and conversions are mapped onto the canonical ones.
+No-data written as ``_FillValue``/``missing_value``/valid range (SNAP's way) reads
+as NaN (:mod:`insarslide.cf_decoding`), and ``landslide``/``valid`` values outside
+[0, 1] are refused on every read (:func:`flag_problem`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,23 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import xarray as xr
 
 from insarslide.atomic import temporary_sibling
+from insarslide.cf_decoding import BandDecoder, decoder_from_attrs
+from insarslide.snap_export import (
+    SnapBandRule,
+    describe_convention,
+    fill_snap_attrs,
+    looks_like_snap,
+    match_snap_bands,
+    metadata_wavelength_m,
+    sample_windows,
+    sign_convention,
+)
 from insarslide.spec import (
     BAND_BY_NAME,
     BANDS,
@@ -36,71 +50,6 @@ from insarslide.spec import (
     S1_WAVELENGTH_M,
     VALID_VAR,
 )
-
-POLARISATION = r"(?:HH|HV|VH|VV)"
-
-
-@dataclass(frozen=True)
-class SnapBandRule:
-    """How one SNAP variable becomes a canonical band.
-
-    ``pattern`` is matched against the variable name; ``units`` are the unit
-    strings accepted (lower case; SNAP's own first); ``to_canonical`` names the
-    conversion applied on reading (``"db_to_linear"``: 10 ** (value / 10)).
-    """
-
-    band: str
-    pattern: str
-    units: frozenset[str]
-    to_canonical: str = "none"
-
-
-def _units(*names: str) -> frozenset[str]:
-    return frozenset(names)
-
-
-_PHASE_UNITS = _units("phase", "rad", "radian", "radians")
-_METRE_UNITS = _units("meters", "m", "meter", "metre", "metres")
-_UNITLESS = _units("1", "", "none", "dl")
-
-# The one table from SNAP's NetCDF4-CF export to the canonical bands
-# (SENTINEL1_SNAP_FACTS.md, "Verified from SNAP's sources"). Interferometric bands
-# carry _<IW>_<POL>_<ddMonYYYY>_<ddMonYYYY>; Terrain-Correction appends _<POL> to
-# names without a polarisation (displacement_VV, Unw_Phase_ifg_<d>_<d>_VV,
-# elevation_VV). Per band the rules are tried in order: the first rule that
-# matches exactly one variable wins; a rule matching several is refused.
-SNAP_BAND_RULES: dict[str, tuple[SnapBandRule, ...]] = {
-    "phase": (SnapBandRule("phase", r"^Phase_ifg(_.+)?$", _PHASE_UNITS),),
-    "coherence": (SnapBandRule("coherence", r"^coh(_.+)?$", _units("coherence") | _UNITLESS),),
-    "intensity": (
-        SnapBandRule("intensity", r"^Intensity_ifg(_.+)?(?<!_db)$", _units("intensity") | _UNITLESS),
-        # GoldsteinPhaseFiltering's virtual band: decibels despite its unit string 'intensity'.
-        SnapBandRule("intensity", r"^Intensity_ifg(_.+)?_db$", _units("intensity", "db", "intensity_db"),
-                     "db_to_linear"),
-    ),
-    # Terrain-Correction's own DEM band (saveDEM) first, then Interferogram's, renamed by Terrain-Correction.
-    "elevation": (
-        SnapBandRule("elevation", r"^elevation$", _METRE_UNITS),
-        SnapBandRule("elevation", rf"^elevation_{POLARISATION}$", _METRE_UNITS),
-    ),
-    "displacement": (SnapBandRule("displacement", r"^displacement(_.+)?$", _METRE_UNITS),),
-    "unwrapped_phase": (SnapBandRule("unwrapped_phase", r"^Unw_Phase_ifg(_.+)?$", _units("abs_phase") | _PHASE_UNITS),),
-    "local_incidence_angle": (
-        SnapBandRule("local_incidence_angle", rf"^localIncidenceAngle(_{POLARISATION})?$",
-                     _units("degree", "deg", "degrees")),
-    ),
-}
-
-# SNAP's interferometric tag holds the reference (pre-event) and secondary dates: 03Jun2022_15Jun2022.
-SNAP_DATE_PAIR = re.compile(r"_(\d{2}[A-Z][a-z]{2}\d{4})_(\d{2}[A-Z][a-z]{2}\d{4})")
-
-# Displacement sign check: share of compared pixels that must satisfy a convention,
-# and the tolerance (metres, plus a relative part) of float32 products resampled
-# linearly by Terrain-Correction.
-SIGN_AGREEMENT = 0.95
-SIGN_TOLERANCE_M = 1e-4
-SIGN_TOLERANCE_REL = 1e-3
-SIGN_SAMPLE_PX = 128
 
 LABEL_FLAG_VALUES = (0, 1)
 
@@ -116,65 +65,6 @@ class SceneError(ValueError):
         self.problems = problems
         lines = "\n  ".join(problems)
         super().__init__(f"{self.path}: {len(problems)} problem(s)\n  {lines}")
-
-
-@dataclass(frozen=True)
-class BandDecoder:
-    """Turns a variable's stored values into float32 with NaN for no-data (CF attributes honoured).
-
-    No-data: ``_FillValue``, ``missing_value``, outside ``valid_min``/``valid_max``/``valid_range``
-    (all in stored units, as CF defines them); then ``scale_factor``/``add_offset``,
-    the SNAP conversion and the sign.
-    """
-
-    fill_values: tuple[float, ...] = ()
-    valid_min: float | None = None
-    valid_max: float | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    to_canonical: str = "none"
-    sign: float = 1.0
-
-    def no_data(self, raw: np.ndarray) -> np.ndarray:
-        bad = np.zeros(raw.shape, dtype=bool)
-        for fill in self.fill_values:
-            bad |= np.isnan(raw) if np.isnan(fill) else raw == np.asarray(fill).astype(raw.dtype)
-        if self.valid_min is not None:
-            bad |= raw < self.valid_min
-        if self.valid_max is not None:
-            bad |= raw > self.valid_max
-        return bad
-
-    def decode(self, raw: np.ndarray) -> np.ndarray:
-        values = raw.astype(np.float32)
-        if self.scale != 1.0 or self.offset != 0.0:
-            values = values * np.float32(self.scale) + np.float32(self.offset)
-        if self.to_canonical == "db_to_linear":
-            values = np.power(np.float32(10.0), values / np.float32(10.0), dtype=np.float32)
-        if self.sign != 1.0:
-            values = -values
-        values[self.no_data(raw)] = np.nan
-        return values
-
-
-def _decoder(attrs: Mapping, to_canonical: str = "none", sign: float = 1.0) -> BandDecoder:
-    fills: list[float] = []
-    for key in ("_FillValue", "missing_value"):
-        if key in attrs:
-            fills.extend(float(v) for v in np.atleast_1d(attrs[key]))
-    valid_min = attrs.get("valid_min")
-    valid_max = attrs.get("valid_max")
-    if "valid_range" in attrs:
-        valid_min, valid_max = (float(v) for v in np.atleast_1d(attrs["valid_range"])[:2])
-    return BandDecoder(
-        fill_values=tuple(fills),
-        valid_min=None if valid_min is None else float(valid_min),
-        valid_max=None if valid_max is None else float(valid_max),
-        scale=float(attrs.get("scale_factor", 1.0)),
-        offset=float(attrs.get("add_offset", 0.0)),
-        to_canonical=to_canonical,
-        sign=sign,
-    )
 
 
 def flag_problem(var: str, values: np.ndarray, allowed: tuple[int, ...] = LABEL_FLAG_VALUES) -> str | None:
@@ -307,40 +197,17 @@ def _open_dataset(path: Path) -> xr.Dataset:
         raise SceneError(path, [f"not a readable NetCDF-4/HDF5 file ({type(exc).__name__}: {exc})"]) from exc
 
 
-def _snap_like(ds: xr.Dataset) -> bool:
-    return any(re.match(rule.pattern, str(v)) for rules in SNAP_BAND_RULES.values() for rule in rules
-               for v in ds.data_vars if v not in BANDS)
-
-
 def _map_bands(ds: xr.Dataset, problems: list[str]) -> tuple[dict[str, str], dict[str, SnapBandRule], str]:
     """Canonical band -> variable (and, for SNAP exports, the rule that matched it)."""
     if all(name in ds.variables for name in BANDS):
         return {name: name for name in BANDS}, {}, "canonical"
     present = [name for name in BANDS if name in ds.variables]
-    if present and not _snap_like(ds):
+    variables = sorted(str(v) for v in ds.data_vars)
+    if present and not looks_like_snap([v for v in variables if v not in BANDS]):
         missing = [b for b in BANDS if b not in ds.variables]
         problems.append(f"variable(s) {missing}: missing (required bands: {list(BANDS)})")
         return {name: name for name in present}, {}, "canonical"
-    mapping: dict[str, str] = {}
-    rules: dict[str, SnapBandRule] = {}
-    variables = sorted(str(v) for v in ds.data_vars)
-    for name, candidates in SNAP_BAND_RULES.items():
-        if name in ds.variables:
-            mapping[name] = name
-            rules[name] = next((r for r in candidates if re.match(r.pattern, name)), candidates[0])
-            continue
-        for rule in candidates:
-            matches = [v for v in variables if re.match(rule.pattern, v)]
-            if len(matches) == 1:
-                mapping[name], rules[name] = matches[0], rule
-                break
-            if len(matches) > 1:
-                problems.append(f"variable '{name}': SNAP pattern /{rule.pattern}/ matches several variables {matches}")
-                break
-        else:
-            patterns = " or ".join(f"/{rule.pattern}/" for rule in candidates)
-            problems.append(f"variable '{name}': missing, and no SNAP variable matches {patterns} "
-                            f"(variables in file: {variables})")
+    mapping, rules = match_snap_bands(variables, problems)
     return mapping, rules, "snap"
 
 
@@ -452,7 +319,7 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
                             + (f" (SNAP spellings accepted: {accepted})" if rule else ""))
         if not snap and "long_name" not in da.attrs:
             problems.append(f"{label}: attribute 'long_name' missing")
-        decoders[var] = _decoder(da.attrs, rule.to_canonical if rule else "none")
+        decoders[var] = decoder_from_attrs(da.attrs, rule.to_canonical if rule else "none")
         if rule is not None and rule.to_canonical == "db_to_linear":
             warnings.append(f"band 'intensity' read from '{var}' (decibels) and converted to linear power")
     for var in (LANDSLIDE_VAR, VALID_VAR):
@@ -461,7 +328,7 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
                 problems.append(f"variable '{var}': dims {ds[var].dims}, expected ('y', 'x')")
             if ds[var].dtype != np.uint8:
                 problems.append(f"variable '{var}': dtype {ds[var].dtype}, expected uint8")
-            decoders[var] = _decoder(ds[var].attrs)
+            decoders[var] = decoder_from_attrs(ds[var].attrs)
     if LANDSLIDE_VAR in ds.variables and not snap:
         flags = ds[LANDSLIDE_VAR].attrs.get("flag_values")
         if flags is None or list(np.atleast_1d(flags)) != list(LABEL_FLAG_VALUES):
@@ -503,7 +370,7 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
 
     attrs = dict(ds.attrs)
     if snap:
-        _fill_snap_attrs(path, attrs, band_vars, warnings)
+        fill_snap_attrs(path.stem, attrs, band_vars, warnings)
     else:
         _check_attrs(attrs, LANDSLIDE_VAR in ds.variables, problems)
     if problems:
@@ -521,58 +388,21 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
         decoders=decoders,
     )
     if snap:
-        _settle_displacement_sign(scene)
+        convention, share = displacement_convention(scene)
+        var = scene.band_vars["displacement"]
+        scene.displacement_convention = convention if convention in ("pre-2016", "disagree") else "spec"
+        if convention == "pre-2016":  # flipped on reading to the contract's sign
+            scene.decoders[var] = replace(scene.decoders.get(var, BandDecoder()), sign=-1.0)
+        scene.warnings.append(describe_convention(convention, share, var, scene.band_vars["unwrapped_phase"]))
     return scene
 
 
-def _fill_snap_attrs(path: Path, attrs: dict, band_vars: Mapping[str, str], warnings: list[str]) -> None:
-    """Global attributes of a SNAP export: the contract's where SNAP has none."""
-    attrs["Conventions"] = "CF-1.8"  # what the scene becomes; SNAP writes CF-1.4
-    attrs.setdefault("source", "snap")
-    attrs.setdefault("event_id", re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_"))
-    dates = snap_acquisition_dates(band_vars.values())
-    if dates and not (attrs.get("pre_date") and attrs.get("post_date")):
-        warnings.append(f"SNAP's band tag names the acquisitions {dates[0]} (reference) and {dates[1]} (secondary)")
-    for name in ("region", "pre_date", "post_date"):
-        if name not in attrs:
-            warnings.append(f"global attribute '{name}' missing from SNAP export")
-            attrs[name] = ""
-
-
-def snap_acquisition_dates(names: Iterable[str]) -> tuple[str, str] | None:
-    """ISO dates of the reference and secondary acquisitions from SNAP's band tag (``_03Jun2022_15Jun2022``)."""
-    from datetime import datetime
-
-    for name in names:
-        match = SNAP_DATE_PAIR.search(str(name))
-        if match:
-            return tuple(datetime.strptime(d, "%d%b%Y").date().isoformat() for d in match.groups())
-    return None
-
-
-def _wavelength_m(scene: Scene) -> float:
-    """Radar wavelength: the scene's ``wavelength_m``, else SNAP's metadata radar_frequency (MHz), else Sentinel-1."""
+def wavelength_m(scene: Scene) -> float:
+    """Radar wavelength: the scene's ``wavelength_m``, else SNAP's metadata, else Sentinel-1 (the project's sensor)."""
     if "wavelength_m" in scene.attrs:
         return float(scene.attrs["wavelength_m"])
-    try:
-        import h5netcdf
-
-        with h5netcdf.File(scene.path, "r") as f:
-            frequency_mhz = float(f["Metadata_Group"]["Abstracted_Metadata"].attrs["radar_frequency"])
-        return 299_792_458.0 / (frequency_mhz * 1e6)
-    except Exception:  # no SNAP metadata tree: Sentinel-1, the project's sensor
-        return S1_WAVELENGTH_M
-
-
-def _sample_windows(shape: tuple[int, int], size: int = SIGN_SAMPLE_PX) -> list[tuple[int, int, int, int]]:
-    """Centre and quadrant-centre windows (row0, row1, col0, col1): a sample read in a few chunks."""
-    h, w = shape
-    windows = set()
-    for fr, fc in ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
-        r0 = min(max(0, int(h * fr) - size // 2), max(0, h - size))
-        c0 = min(max(0, int(w * fc) - size // 2), max(0, w - size))
-        windows.add((r0, min(h, r0 + size), c0, min(w, c0 + size)))
-    return sorted(windows)
+    from_metadata = metadata_wavelength_m(scene.path) if scene.source_format == "snap" else None
+    return from_metadata or S1_WAVELENGTH_M
 
 
 def displacement_convention(scene: Scene) -> tuple[str, float]:
@@ -584,9 +414,8 @@ def displacement_convention(scene: Scene) -> tuple[str, float]:
     ``"disagree"`` when neither holds; ``share`` is the fraction of compared
     pixels that satisfy the convention returned.
     """
-    factor = _wavelength_m(scene) / (4 * np.pi)
     displacement, unwrapped = [], []
-    for r0, r1, c0, c1 in _sample_windows(scene.shape):
+    for r0, r1, c0, c1 in sample_windows(scene.shape):
         var = scene.band_vars["displacement"]
         raw = scene.dataset[var][dict(y=slice(r0, r1), x=slice(c0, c1))].values
         d = replace(scene.decoders.get(var, BandDecoder()), sign=1.0).decode(raw)  # as stored in the file
@@ -594,42 +423,7 @@ def displacement_convention(scene: Scene) -> tuple[str, float]:
         keep = np.isfinite(d) & np.isfinite(u)
         displacement.append(d[keep].astype(np.float64))
         unwrapped.append(u[keep].astype(np.float64))
-    d, u = np.concatenate(displacement), np.concatenate(unwrapped)
-    if d.size == 0:
-        return "undecided", 0.0
-    expected = -factor * u
-    tolerance = SIGN_TOLERANCE_M + SIGN_TOLERANCE_REL * np.abs(expected)
-    spec = float(np.mean(np.abs(d - expected) <= tolerance))
-    flipped = float(np.mean(np.abs(d + expected) <= tolerance))
-    if spec >= SIGN_AGREEMENT and flipped >= SIGN_AGREEMENT:
-        return "undecided", spec
-    if spec >= SIGN_AGREEMENT:
-        return "spec", spec
-    if flipped >= SIGN_AGREEMENT:
-        return "pre-2016", flipped
-    return "disagree", max(spec, flipped)
-
-
-def _settle_displacement_sign(scene: Scene) -> None:
-    """Check SNAP's displacement against its unwrapped phase; flip a pre-2016 product's sign on reading."""
-    convention, share = displacement_convention(scene)
-    var = scene.band_vars["displacement"]
-    if convention == "pre-2016":
-        scene.decoders[var] = replace(scene.decoders.get(var, BandDecoder()), sign=-1.0)
-        scene.displacement_convention = convention
-        scene.warnings.append(f"'{var}' = +wavelength/(4 pi) * unwrapped phase ({share:.0%} of sampled pixels): "
-                              "SNAP's pre-2016 sign; flipped on reading to the contract's -wavelength/(4 pi)")
-    elif convention == "spec":
-        scene.warnings.append(f"'{var}' = -wavelength/(4 pi) * unwrapped phase ({share:.0%} of sampled pixels): "
-                              "SNAP's convention since 2016, the contract's")
-    elif convention == "undecided":
-        scene.warnings.append(f"'{var}': sign convention undecidable (unwrapped phase near zero or no pixel to "
-                              "compare); read as stored")
-    else:
-        scene.displacement_convention = "disagree"
-        scene.warnings.append(f"'{var}' disagrees with '{scene.band_vars['unwrapped_phase']}': neither "
-                              f"-wavelength/(4 pi) * unwrapped phase nor its opposite holds (best {share:.0%} of "
-                              "sampled pixels); read as stored")
+    return sign_convention(np.concatenate(displacement), np.concatenate(unwrapped), wavelength_m(scene))
 
 
 @dataclass
