@@ -22,11 +22,14 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from data_prep import dinsar
+from data_prep.events import fill_scene_attrs
 from insarslide.scene import write_scene
 from insarslide.spec import S1_WAVELENGTH_M
 
 log = logging.getLogger(__name__)
 
+PAIR_ATTRS = ("region", "pre_date", "post_date", "event_start", "event_end", "platform", "orbit_direction",
+              "relative_orbit")
 SLC_NAME = re.compile(r"^S1[A-D]_IW_SLC__\w*?_(\d{8})T\d{6}_.*\.(zip|SAFE)$")
 
 
@@ -175,6 +178,14 @@ def process_numpy_pair(pair_path: str | Path, scene_path: str | Path, proc: Mapp
     """Run :func:`data_prep.dinsar.process_products` on a pair file and write the scene (multilooked grid)."""
     pair = open_pair(pair_path)
     try:
+        wavelength = float(pair.attrs.get("wavelength_m", S1_WAVELENGTH_M))
+        merged = fill_scene_attrs({**{k: v for k, v in pair.attrs.items() if k in PAIR_ATTRS},
+                                   "wavelength_m": wavelength, "source": "numpy-dinsar",
+                                   **{k: v for k, v in attrs.items() if str(v).strip()}})  # gaps from the catalogue
+        missing = [name for name in ("region", "pre_date", "post_date") if not str(merged.get(name, "")).strip()]
+        if missing:  # refused before the work, not after
+            raise PairError(f"{pair.path}: scene attribute(s) {missing} unknown: give event=<catalogue event id>, "
+                            "global attributes in the pair file, or e.g. +scene_attrs.region='Lombok, Indonesia'")
         looks_az, looks_rg = int(proc["looks_az"]), int(proc["looks_rg"])
         h, w = pair.shape[0] // looks_az, pair.shape[1] // looks_rg
         if h < 1 or w < 1:
@@ -190,7 +201,6 @@ def process_numpy_pair(pair_path: str | Path, scene_path: str | Path, proc: Mapp
             elevation[out] = dinsar.multilook(part["elevation"], looks_az, looks_rg)
             incidence[out] = dinsar.multilook(part["local_incidence_angle"], looks_az, looks_rg)
             valid[out] = dinsar.multilook(part["valid"].astype(np.float32), looks_az, looks_rg) == 1.0
-        wavelength = float(pair.attrs.get("wavelength_m", S1_WAVELENGTH_M))
         # process_pair's second half: the strips above did its multilooking without holding the SLCs
         bands = dinsar.process_products(ifg, p_pre, p_post, proc, ~valid, wavelength)
         bands["elevation"], bands["local_incidence_angle"] = elevation, incidence
@@ -199,9 +209,6 @@ def process_numpy_pair(pair_path: str | Path, scene_path: str | Path, proc: Mapp
             bands[name] = np.where(valid, bands[name], np.nan).astype(np.float32)
         x = _block_centres(pair.x, looks_rg, w)
         y = _block_centres(pair.y, looks_az, h)
-        merged = {**{k: v for k, v in pair.attrs.items() if k in ("pre_date", "post_date", "platform",
-                                                                  "orbit_direction", "relative_orbit")},
-                  "wavelength_m": wavelength, "source": "numpy-dinsar", **attrs}
         spacing = (float(x[1] - x[0]) if w > 1 else float(looks_rg), float(y[1] - y[0]) if h > 1 else float(looks_az))
         return write_scene(scene_path, bands, x=x, y=y, crs_wkt=pair.crs_wkt, attrs=merged,
                            valid=valid.astype(np.uint8), spacing=spacing)
@@ -213,15 +220,13 @@ def process_numpy_pair(pair_path: str | Path, scene_path: str | Path, proc: Mapp
 
 def run(cfg: Mapping[str, Any]) -> Path:
     """Process what ``cfg`` (conf/process.yaml as plain containers) names; return the scene file."""
-    from data_prep.events import fill_scene_attrs
-
     backend = str(cfg["backend"])
     if backend == "numpy":
         if not cfg.get("pair"):
             raise PairError("backend=numpy needs pair=PATH (a co-registered SLC pair, docs/processing.md)")
         pair = Path(cfg["pair"])
         event = str(cfg.get("event") or re.sub(r"[^a-z0-9_]+", "_", pair.stem.lower()).strip("_"))
-        attrs = fill_scene_attrs({"event_id": event, **(cfg.get("scene_attrs") or {})})
+        attrs = {"event_id": event, **(cfg.get("scene_attrs") or {})}
         scene = Path(cfg["scene_dir"]) / f"{event}.nc"
         return process_numpy_pair(pair, scene, cfg["numpy"], attrs)
     if backend != "snap":

@@ -122,6 +122,13 @@ def test_geotiff_pair_reads_as_the_netcdf_pair(tmp_path):
         assert CRS.from_wkt(b.crs_wkt).to_epsg() == 32650
 
 
+def test_unknown_region_is_refused_before_processing(tmp_path):
+    make_pair(tmp_path / "somewhere.nc", blocks=(8, 8))
+    with pytest.raises(PairError, match=r"somewhere.nc.*\['region'\].*scene_attrs.region"):
+        process_numpy_pair(tmp_path / "somewhere.nc", tmp_path / "o.nc", numpy_settings(), {"event_id": "somewhere"})
+    assert not (tmp_path / "o.nc").exists()
+
+
 def test_bad_pair_files_are_refused_by_name(tmp_path):
     xr.Dataset({"pre_real": (("y", "x"), np.zeros((4, 8), np.float32))}).to_netcdf(tmp_path / "p.nc",
                                                                                    engine="h5netcdf")
@@ -143,17 +150,18 @@ def test_find_pair_orders_by_acquisition_date(tmp_path):
 
 
 def test_cli_numpy_backend_logs_next_to_outputs(tmp_path):
-    make_pair(tmp_path / "lombok_2018_pair.nc", blocks=(8, 8))
+    make_pair(tmp_path / "lombok_2018.nc", blocks=(8, 8))
     out = tmp_path / "processed"
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}  # run from tmp_path, this checkout's code
     done = subprocess.run([sys.executable, "-m", "data_prep.process", "backend=numpy",
-                           f"pair={tmp_path / 'lombok_2018_pair.nc'}", "event=lombok_2018", f"out_dir={out}"],
+                           f"pair={tmp_path / 'lombok_2018.nc'}", f"out_dir={out}"],  # event: the file's name
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     scene = out / "scenes" / "lombok_2018.nc"
     assert str(scene) in done.stdout and validate_scene(scene).ok
-    with open_scene(scene) as opened:
+    with open_scene(scene) as opened:  # region from the catalogue, acquisition dates from the pair file
         assert opened.attrs["region"] == "Lombok, Indonesia" and opened.attrs["source"] == "numpy-dinsar"
+        assert opened.attrs["event_start"] == "2018-08-19" and opened.attrs["pre_date"] == "2018-08-11"
     assert (out / ".logs").is_dir() and not (tmp_path / "outputs").exists()
     bad = subprocess.run([sys.executable, "-m", "data_prep.process", "event=lombok_2018", f"out_dir={out}"],
                          capture_output=True, text=True, cwd=tmp_path, env=env)
