@@ -32,24 +32,39 @@ class BandDecoder:
     sign: float = 1.0
 
     def no_data(self, raw: np.ndarray) -> np.ndarray:
-        bad = np.zeros(raw.shape, dtype=bool)
+        """Mask of the pixels the attributes mark as no-data."""
+        bad = self._marked(raw)
+        return np.zeros(raw.shape, dtype=bool) if bad is None else bad
+
+    def _marked(self, raw: np.ndarray) -> np.ndarray | None:
+        """``None`` when nothing is marked; a NaN fill of a float variable needs no mask (NaN stays NaN)."""
+        bad = None
+        floating = np.issubdtype(raw.dtype, np.floating)
         for fill in self.fill_values:
-            bad |= np.isnan(raw) if np.isnan(fill) else raw == np.asarray(fill).astype(raw.dtype)
-        if self.valid_min is not None:
-            bad |= raw < self.valid_min
-        if self.valid_max is not None:
-            bad |= raw > self.valid_max
+            if np.isnan(fill):
+                hit = None if floating else np.zeros(raw.shape, dtype=bool)
+            else:
+                hit = raw == np.asarray(fill).astype(raw.dtype)
+            if hit is not None:
+                bad = hit if bad is None else bad | hit
+        for bound, outside in ((self.valid_min, np.less), (self.valid_max, np.greater)):
+            if bound is not None:
+                hit = outside(raw, bound)
+                bad = hit if bad is None else bad | hit
         return bad
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
-        values = raw.astype(np.float32)
+        bad = self._marked(raw)
+        values = raw.astype(np.float32, copy=False)
         if self.scale != 1.0 or self.offset != 0.0:
             values = values * np.float32(self.scale) + np.float32(self.offset)
         if self.to_canonical == "db_to_linear":
             values = np.power(np.float32(10.0), values / np.float32(10.0), dtype=np.float32)
         if self.sign != 1.0:
             values = -values
-        values[self.no_data(raw)] = np.nan
+        if bad is not None and bad.any():
+            values = values.copy() if values is raw else values  # never write into the caller's array
+            values[bad] = np.nan
         return values
 
 

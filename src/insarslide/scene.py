@@ -73,7 +73,9 @@ def flag_problem(var: str, values: np.ndarray, allowed: tuple[int, ...] = LABEL_
     Every reader of scenes runs it: :meth:`Scene.read_window` raises with this
     message, :func:`validate_scene` reports it.
     """
-    bad = ~np.isin(values, allowed)
+    bad = np.ones(values.shape, dtype=bool)
+    for value in allowed:
+        bad &= values != value
     if not bad.any():
         return None
     found = sorted(int(v) for v in np.unique(values[bad])[:10])
@@ -153,22 +155,21 @@ class Scene:
             stack[i] = self.read_band(name, row0, row1, col0, col1)
         valid = np.isfinite(stack).all(axis=0)
         problems: list[str] = []
-        if VALID_VAR in self.dataset.variables:
-            raw = self.dataset[VALID_VAR][window].values
-            fill = self.decoders.get(VALID_VAR, BandDecoder()).no_data(raw)
-            problem = flag_problem(VALID_VAR, raw[~fill])
-            if problem:
-                problems.append(problem)
-            valid &= (raw == 1) & ~fill
         landslide = None
-        if self.has_labels:
-            raw = self.dataset[LANDSLIDE_VAR][window].values
-            fill = self.decoders.get(LANDSLIDE_VAR, BandDecoder()).no_data(raw)
-            problem = flag_problem(LANDSLIDE_VAR, raw[~fill])
+        for var in (VALID_VAR, LANDSLIDE_VAR):
+            if var not in self.dataset.variables:
+                continue
+            raw = self.dataset[var][window].values
+            fill = self.decoders.get(var, BandDecoder())._marked(raw)  # None: no pixel marked as no-data
+            problem = flag_problem(var, raw if fill is None else raw[~fill])
             if problem:
                 problems.append(problem)
-            valid &= ~fill
-            landslide = np.where(fill, 0, raw).astype(np.uint8)
+            if fill is not None:
+                valid &= ~fill
+            if var == VALID_VAR:
+                valid &= raw == 1
+            else:
+                landslide = (raw if fill is None else np.where(fill, 0, raw)).astype(np.uint8, copy=False)
         if tuple(bands) != BANDS:
             stack = stack[[BANDS.index(b) for b in bands]]
         return stack, landslide, valid.astype(np.uint8), problems
