@@ -7,15 +7,19 @@ columns, so that a scene larger than memory can be tiled strip by strip.
 :func:`validate_scene` adds the pixel checks (ranges, labels, masks, bands that
 are NaN everywhere) in one strip-wise pass.
 
-SNAP's own NetCDF4-CF export is read through :data:`SNAP_BAND_PATTERNS`, the
-single place where SNAP's band names are mapped onto the canonical ones.
+SNAP's own NetCDF4-CF export is read through
+:data:`insarslide.snap_export.SNAP_BAND_RULES`, the single place where SNAP's
+band names, unit strings and conversions are mapped onto the canonical ones.
+No-data written as ``_FillValue``/``missing_value``/valid range (SNAP's way) reads
+as NaN (:mod:`insarslide.cf_decoding`), and ``landslide``/``valid`` values outside
+[0, 1] are refused on every read (:func:`flag_problem`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -24,6 +28,17 @@ import numpy as np
 import xarray as xr
 
 from insarslide.atomic import temporary_sibling
+from insarslide.cf_decoding import BandDecoder, decoder_from_attrs
+from insarslide.snap_export import (
+    SnapBandRule,
+    describe_convention,
+    fill_snap_attrs,
+    looks_like_snap,
+    match_snap_bands,
+    metadata_wavelength_m,
+    sample_windows,
+    sign_convention,
+)
 from insarslide.spec import (
     BAND_BY_NAME,
     BANDS,
@@ -32,31 +47,11 @@ from insarslide.spec import (
     LABELLED_REQUIRED_ATTRS,
     LANDSLIDE_VAR,
     REQUIRED_ATTRS,
+    S1_WAVELENGTH_M,
     VALID_VAR,
 )
 
-# SNAP NetCDF4-CF export: canonical band -> regular expression on SNAP's variable
-# name. SNAP tags interferometric bands with _<SWATH>_<POL>_<ddMonYYYY>_<ddMonYYYY>
-# (e.g. Phase_ifg_IW2_VV_03Jun2022_15Jun2022). These names follow SNAP's
-# operator sources; they have not been checked against a real export here
-# (docs/data_spec_notes.md).
-SNAP_BAND_PATTERNS: dict[str, str] = {
-    "phase": r"^Phase_ifg(_.+)?$",
-    "coherence": r"^coh(_.+)?$",
-    "intensity": r"^Intensity_ifg(_.+)?$",
-    "elevation": r"^elevation$",
-    "displacement": r"^displacement(_.+)?$",
-    "unwrapped_phase": r"^Unw_Phase_ifg(_.+)?$",
-    "local_incidence_angle": r"^localIncidenceAngle$",
-}
-
-# Unit spellings accepted from SNAP exports (canonical files must use the spec's).
-SNAP_UNIT_ALIASES: dict[str, set[str]] = {
-    "rad": {"rad", "radian", "radians"},
-    "1": {"1", "", "none", "dl"},
-    "m": {"m", "meter", "meters", "metre", "metres"},
-    "degree": {"degree", "degrees", "deg"},
-}
+LABEL_FLAG_VALUES = (0, 1)
 
 SPACING_TOLERANCE = 1e-6
 STRIP_ROWS = 512
@@ -72,6 +67,21 @@ class SceneError(ValueError):
         super().__init__(f"{self.path}: {len(problems)} problem(s)\n  {lines}")
 
 
+def flag_problem(var: str, values: np.ndarray, allowed: tuple[int, ...] = LABEL_FLAG_VALUES) -> str | None:
+    """The one check of a flag variable (``landslide``, ``valid``): ``None`` if every value is allowed.
+
+    Every reader of scenes runs it: :meth:`Scene.read_window` raises with this
+    message, :func:`validate_scene` reports it.
+    """
+    bad = np.ones(values.shape, dtype=bool)
+    for value in allowed:
+        bad &= values != value
+    if not bad.any():
+        return None
+    found = sorted(int(v) for v in np.unique(values[bad])[:10])
+    return f"variable '{var}': {int(bad.sum())} pixel(s) outside flag_values {list(allowed)} (found {found})"
+
+
 @dataclass
 class Scene:
     """An open scene: lazy dataset plus what the grid and attributes say."""
@@ -85,6 +95,8 @@ class Scene:
     transform: tuple[float, float, float, float, float, float]  # GDAL order
     source_format: str  # "canonical" or "snap"
     warnings: list[str] = field(default_factory=list)
+    decoders: dict[str, BandDecoder] = field(default_factory=dict)  # variable name -> decoder
+    displacement_convention: str = "spec"  # "spec" (-wavelength/4pi * unw), "pre-2016" (flipped on reading)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,6 +124,12 @@ class Scene:
                 return float(np.sqrt(dx * np.cos(np.radians(lat)) * dy) * metres_per_deg)
         return float(np.sqrt(dx * dy))
 
+    def read_band(self, name: str, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+        """One canonical band, float32, NaN where the file says no-data."""
+        var = self.band_vars[name]
+        raw = self.dataset[var][dict(y=slice(row0, row1), x=slice(col0, col1))].values
+        return self.decoders.get(var, BandDecoder()).decode(raw)
+
     def read_window(
         self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -119,21 +137,42 @@ class Scene:
 
         Returns ``(bands float32 (C, h, w), landslide uint8 (h, w) or None,
         valid uint8 (h, w))`` where ``valid`` is the producer's mask (if any)
-        AND all seven bands finite, as the contract requires.
+        AND all seven bands finite (no-data of ``_FillValue`` and the like is NaN),
+        as the contract requires. Raises :class:`SceneError` if ``landslide``
+        or ``valid`` holds a value outside ``[0, 1]`` (:func:`flag_problem`).
         """
+        stack, landslide, valid, problems = self._read(row0, row1, col0, col1, bands)
+        if problems:
+            raise SceneError(self.path, [f"{p} in rows {row0}..{row1 - 1}, columns {col0}..{col1 - 1}"
+                                         for p in problems])
+        return stack, landslide, valid
+
+    def _read(self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
         window = dict(y=slice(row0, row1), x=slice(col0, col1))
         stack = np.empty((len(BANDS), row1 - row0, col1 - col0), dtype=np.float32)
         for i, name in enumerate(BANDS):
-            stack[i] = self.dataset[self.band_vars[name]][window].values
+            stack[i] = self.read_band(name, row0, row1, col0, col1)
         valid = np.isfinite(stack).all(axis=0)
-        if VALID_VAR in self.dataset.variables:
-            valid &= self.dataset[VALID_VAR][window].values.astype(bool)
+        problems: list[str] = []
         landslide = None
-        if self.has_labels:
-            landslide = self.dataset[LANDSLIDE_VAR][window].values.astype(np.uint8)
+        for var in (VALID_VAR, LANDSLIDE_VAR):
+            if var not in self.dataset.variables:
+                continue
+            raw = self.dataset[var][window].values
+            fill = self.decoders.get(var, BandDecoder())._marked(raw)  # None: no pixel marked as no-data
+            problem = flag_problem(var, raw if fill is None else raw[~fill])
+            if problem:
+                problems.append(problem)
+            if fill is not None:
+                valid &= ~fill
+            if var == VALID_VAR:
+                valid &= raw == 1
+            else:
+                landslide = (raw if fill is None else np.where(fill, 0, raw)).astype(np.uint8, copy=False)
         if tuple(bands) != BANDS:
             stack = stack[[BANDS.index(b) for b in bands]]
-        return stack, landslide, valid.astype(np.uint8)
+        return stack, landslide, valid.astype(np.uint8), problems
 
     def strips(self, rows: int = STRIP_ROWS) -> Iterator[tuple[int, int]]:
         height = self.shape[0]
@@ -159,31 +198,18 @@ def _open_dataset(path: Path) -> xr.Dataset:
         raise SceneError(path, [f"not a readable NetCDF-4/HDF5 file ({type(exc).__name__}: {exc})"]) from exc
 
 
-def _map_bands(ds: xr.Dataset, problems: list[str]) -> tuple[dict[str, str], str]:
+def _map_bands(ds: xr.Dataset, problems: list[str]) -> tuple[dict[str, str], dict[str, SnapBandRule], str]:
+    """Canonical band -> variable (and, for SNAP exports, the rule that matched it)."""
     if all(name in ds.variables for name in BANDS):
-        return {name: name for name in BANDS}, "canonical"
+        return {name: name for name in BANDS}, {}, "canonical"
     present = [name for name in BANDS if name in ds.variables]
-    mapping: dict[str, str] = {}
-    snap_like = any(re.match(p, str(v)) for p in SNAP_BAND_PATTERNS.values() for v in ds.data_vars if v not in BANDS)
-    if present and not snap_like:
+    variables = sorted(str(v) for v in ds.data_vars)
+    if present and not looks_like_snap([v for v in variables if v not in BANDS]):
         missing = [b for b in BANDS if b not in ds.variables]
         problems.append(f"variable(s) {missing}: missing (required bands: {list(BANDS)})")
-        return {name: name for name in present}, "canonical"
-    for name, pattern in SNAP_BAND_PATTERNS.items():
-        if name in ds.variables:
-            mapping[name] = name
-            continue
-        matches = sorted(str(v) for v in ds.data_vars if re.match(pattern, str(v)))
-        if len(matches) == 1:
-            mapping[name] = matches[0]
-        elif not matches:
-            problems.append(
-                f"variable '{name}': missing, and no SNAP variable matches /{pattern}/ "
-                f"(variables in file: {sorted(map(str, ds.data_vars))})"
-            )
-        else:
-            problems.append(f"variable '{name}': SNAP pattern /{pattern}/ matches several variables {matches}")
-    return mapping, "snap"
+        return {name: name for name in present}, {}, "canonical"
+    mapping, rules = match_snap_bands(variables, problems)
+    return mapping, rules, "snap"
 
 
 def _check_coordinate(ds: xr.Dataset, dim: str, problems: list[str]) -> float | None:
@@ -249,10 +275,10 @@ def _check_attrs(attrs: Mapping, labelled: bool, problems: list[str]) -> None:
                 problems.append(f"global attribute '{name}': '{attrs[name]}' is not an ISO date")
 
 
-def _units_ok(units: str, expected: str, snap: bool) -> bool:
+def _units_ok(units: str, expected: str, rule: SnapBandRule | None) -> bool:
     if units == expected:
         return True
-    return snap and units.strip().lower() in SNAP_UNIT_ALIASES.get(expected, {expected})
+    return rule is not None and units.strip().lower() in rule.units
 
 
 def open_scene(path: str | os.PathLike, *, require_labels: bool = False) -> Scene:
@@ -272,36 +298,51 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
     renames = {old: new for old, new in (("lat", "y"), ("lon", "x")) if old in ds.dims and new not in ds.dims}
     if renames:
         ds = ds.rename(renames)
-    band_vars, source_format = _map_bands(ds, problems)
+    band_vars, rules, source_format = _map_bands(ds, problems)
     snap = source_format == "snap"
+    decoders: dict[str, BandDecoder] = {}
     for name, var in band_vars.items():
         da = ds[var]
         spec = BAND_BY_NAME[name]
+        rule = rules.get(name)
         label = f"variable '{var}'" + (f" (band '{name}')" if var != name else "")
         if da.dims != ("y", "x"):
             problems.append(f"{label}: dims {da.dims}, expected ('y', 'x')")
-        if da.dtype != np.float32 and not (snap and np.issubdtype(da.dtype, np.floating)):
+        packed = "scale_factor" in da.attrs or "add_offset" in da.attrs
+        if da.dtype != np.float32 and not (snap and (np.issubdtype(da.dtype, np.floating) or packed)):
             problems.append(f"{label}: dtype {da.dtype}, expected float32")
         units = str(da.attrs.get("units", "")) if "units" in da.attrs or snap else None
         if units is None:
             problems.append(f"{label}: attribute 'units' missing (expected '{spec.units}')")
-        elif not _units_ok(units, spec.units, snap):
-            problems.append(f"{label}: units '{units}', expected '{spec.units}'")
+        elif not _units_ok(units, spec.units, rule):
+            accepted = sorted(rule.units) if rule else [spec.units]
+            problems.append(f"{label}: units '{units}', expected '{spec.units}'"
+                            + (f" (SNAP spellings accepted: {accepted})" if rule else ""))
         if not snap and "long_name" not in da.attrs:
             problems.append(f"{label}: attribute 'long_name' missing")
+        decoders[var] = decoder_from_attrs(da.attrs, rule.to_canonical if rule else "none")
+        if rule is not None and rule.to_canonical == "db_to_linear":
+            warnings.append(f"band 'intensity' read from '{var}' (decibels) and converted to linear power")
     for var in (LANDSLIDE_VAR, VALID_VAR):
         if var in ds.variables:
             if ds[var].dims != ("y", "x"):
                 problems.append(f"variable '{var}': dims {ds[var].dims}, expected ('y', 'x')")
             if ds[var].dtype != np.uint8:
                 problems.append(f"variable '{var}': dtype {ds[var].dtype}, expected uint8")
+            decoders[var] = decoder_from_attrs(ds[var].attrs)
     if LANDSLIDE_VAR in ds.variables and not snap:
         flags = ds[LANDSLIDE_VAR].attrs.get("flag_values")
-        if flags is None or list(np.atleast_1d(flags)) != [0, 1]:
+        if flags is None or list(np.atleast_1d(flags)) != list(LABEL_FLAG_VALUES):
             problems.append(f"variable '{LANDSLIDE_VAR}': attribute flag_values must be [0, 1], found {flags}")
     if require_labels and LANDSLIDE_VAR not in ds.variables:
         problems.append(f"variable '{LANDSLIDE_VAR}': missing, but this scene is used for training/evaluation")
 
+    if snap and "x" not in ds.coords and "lat" in ds.variables and ds["lat"].ndim == 2:
+        # SNAP's NetCDF4-CF writer: map projections other than WGS84 get 2-D lat/lon and no CRS variable
+        problems.append("SNAP export in a map projection: 2-D 'lat'/'lon' on (y, x) and no CRS variable, so the "
+                        "grid cannot be georeferenced; export with Terrain-Correction mapProjection=WGS84(DD) "
+                        "(1-D lat/lon, read as WGS84)")
+        raise SceneError(path, problems)
     transform = _geotransform(ds, problems)
     crs_wkt = None
     if GRID_MAPPING_VAR in ds.variables:
@@ -316,7 +357,8 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
         from pyproj import CRS
 
         crs_wkt = CRS.from_epsg(4326).to_wkt()
-        warnings.append("no grid-mapping variable; lat/lon grid taken as WGS84 (EPSG:4326)")
+        warnings.append("no grid-mapping variable; lat/lon grid taken as WGS84 (EPSG:4326), as SNAP's "
+                        "NetCDF4-CF writer implies")
     else:
         warnings.append("no CRS (no 'spatial_ref' variable): scene is ungeoreferenced, outputs use pixel coordinates")
     if crs_wkt:
@@ -329,19 +371,12 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
 
     attrs = dict(ds.attrs)
     if snap:
-        attrs.setdefault("Conventions", "CF-1.8")
-        attrs.setdefault("source", "snap")
-        attrs.setdefault("event_id", re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_"))
-        for name in ("region", "pre_date", "post_date"):
-            if name not in attrs:
-                warnings.append(f"global attribute '{name}' missing from SNAP export")
-                attrs[name] = ""
-        _check_attrs({k: v for k, v in attrs.items() if v != ""}, False, [])
+        fill_snap_attrs(path.stem, attrs, band_vars, warnings)
     else:
         _check_attrs(attrs, LANDSLIDE_VAR in ds.variables, problems)
     if problems:
         raise SceneError(path, problems)
-    return Scene(
+    scene = Scene(
         path=path,
         dataset=ds,
         band_vars=band_vars,
@@ -351,7 +386,45 @@ def _build_scene(path: Path, ds: xr.Dataset, require_labels: bool) -> Scene:
         transform=transform,
         source_format=source_format,
         warnings=warnings,
+        decoders=decoders,
     )
+    if snap:
+        convention, share = displacement_convention(scene)
+        var = scene.band_vars["displacement"]
+        scene.displacement_convention = convention if convention in ("pre-2016", "disagree") else "spec"
+        if convention == "pre-2016":  # flipped on reading to the contract's sign
+            scene.decoders[var] = replace(scene.decoders.get(var, BandDecoder()), sign=-1.0)
+        scene.warnings.append(describe_convention(convention, share, var, scene.band_vars["unwrapped_phase"]))
+    return scene
+
+
+def wavelength_m(scene: Scene) -> float:
+    """Radar wavelength: the scene's ``wavelength_m``, else SNAP's metadata, else Sentinel-1 (the project's sensor)."""
+    if "wavelength_m" in scene.attrs:
+        return float(scene.attrs["wavelength_m"])
+    from_metadata = metadata_wavelength_m(scene.path) if scene.source_format == "snap" else None
+    return from_metadata or S1_WAVELENGTH_M
+
+
+def displacement_convention(scene: Scene) -> tuple[str, float]:
+    """Which sign ties ``displacement`` to ``unwrapped_phase``, read from a sample of pixels.
+
+    Returns ``(convention, share)``: ``"spec"`` when displacement =
+    -wavelength / (4 pi) * unwrapped phase (SNAP since 2016), ``"pre-2016"`` for the
+    opposite sign, ``"undecided"`` when the phase is too close to zero to tell,
+    ``"disagree"`` when neither holds; ``share`` is the fraction of compared
+    pixels that satisfy the convention returned.
+    """
+    displacement, unwrapped = [], []
+    for r0, r1, c0, c1 in sample_windows(scene.shape):
+        var = scene.band_vars["displacement"]
+        raw = scene.dataset[var][dict(y=slice(r0, r1), x=slice(c0, c1))].values
+        d = replace(scene.decoders.get(var, BandDecoder()), sign=1.0).decode(raw)  # as stored in the file
+        u = scene.read_band("unwrapped_phase", r0, r1, c0, c1)
+        keep = np.isfinite(d) & np.isfinite(u)
+        displacement.append(d[keep].astype(np.float64))
+        unwrapped.append(u[keep].astype(np.float64))
+    return sign_convention(np.concatenate(displacement), np.concatenate(unwrapped), wavelength_m(scene))
 
 
 @dataclass
@@ -379,32 +452,43 @@ def validate_scene(path: str | os.PathLike, *, require_labels: bool = False) -> 
     out_of_range = {b: 0 for b in BANDS}
     finite = {b: 0 for b in BANDS}
     valid_pixels = landslide_pixels = 0
-    bad_labels = bad_valid = 0
+    flags: dict[str, list[np.ndarray]] = {LANDSLIDE_VAR: [], VALID_VAR: []}
     with scene:
+        warnings = list(scene.warnings)
         for row0, row1 in scene.strips():
-            stack, landslide, valid = scene.read_window(row0, row1, 0, scene.shape[1])
+            stack, landslide, valid, strip_problems = scene._read(row0, row1, 0, scene.shape[1])
             for i, name in enumerate(BANDS):
                 band = stack[i]
                 ok = np.isfinite(band)
                 finite[name] += int(ok.sum())
                 spec = BAND_BY_NAME[name]
                 out_of_range[name] += int(((band[ok] < spec.low) | (band[ok] > spec.high)).sum())
+            if strip_problems:  # collect the offending values so the one message covers the whole file
+                for var in flags:
+                    if var in scene.dataset.variables:
+                        raw = scene.dataset[var][dict(y=slice(row0, row1))].values
+                        fill = scene.decoders.get(var, BandDecoder()).no_data(raw)
+                        flags[var].append(raw[~fill & ~np.isin(raw, LABEL_FLAG_VALUES)])
             if landslide is not None:
-                bad_labels += int((landslide > 1).sum())
                 landslide_pixels += int((landslide == 1).sum())
-            if VALID_VAR in scene.dataset.variables:
-                bad_valid += int((scene.dataset[VALID_VAR][dict(y=slice(row0, row1))].values > 1).sum())
             valid_pixels += int(valid.sum())
+        if scene.source_format == "canonical" and finite["displacement"] and finite["unwrapped_phase"]:
+            convention, share = displacement_convention(scene)
+            if convention in ("pre-2016", "disagree"):
+                warnings.append(f"'displacement' is not -wavelength/(4 pi) * 'unwrapped_phase' "
+                                f"({convention}, {share:.0%} of sampled pixels)")
+        elif scene.displacement_convention == "disagree":
+            problems.append(next(w for w in warnings if "disagrees" in w))
     for name in BANDS:
         if finite[name] == 0:
             problems.append(f"variable '{scene.band_vars[name]}': NaN everywhere (no finite pixel)")
-    if bad_labels:
-        problems.append(f"variable '{LANDSLIDE_VAR}': {bad_labels} pixel(s) outside flag_values [0, 1]")
-    if bad_valid:
-        problems.append(f"variable '{VALID_VAR}': {bad_valid} pixel(s) not 0 or 1")
+    for var, bad in flags.items():
+        problem = flag_problem(var, np.concatenate(bad)) if bad else None
+        if problem:
+            problems.append(problem)
     if valid_pixels == 0 and not problems:
         problems.append("no valid pixel: every pixel has a NaN band or valid == 0")
-    return ValidationReport(path, problems, scene.warnings, out_of_range, valid_pixels, landslide_pixels)
+    return ValidationReport(path, problems, warnings, out_of_range, valid_pixels, landslide_pixels)
 
 
 class SceneWriter:
