@@ -16,7 +16,9 @@ TEST_PATCH = 64  # SMP needs multiples of 32; small patches keep CPU tests fast
 
 def simulator_config(**overrides) -> dict:
     """conf/simulate.yaml as a plain dict, with nested overrides (``landslides={...}`` merges)."""
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "simulate.yaml"), resolve=True)
+    raw = OmegaConf.load(CONF / "simulate.yaml")
+    raw.pop("hydra", None)  # the command's own log folder, not a simulator setting
+    cfg = OmegaConf.to_container(raw, resolve=True)
     for key, value in overrides.items():
         if isinstance(value, dict):
             cfg[key] = {**cfg[key], **value}
@@ -55,4 +57,5 @@ def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None
     if data_root is not None:
         base.append(f"data.root={data_root}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=base + list(overrides))
+        # The Hydra node carries runtime.choices, the strategy names train() records.
+        return compose(config_name="train", overrides=base + list(overrides), return_hydra_config=True)

@@ -55,10 +55,7 @@ def size_buckets(landslide_pixels: np.ndarray, low_q: float = 0.25, high_q: floa
 class RandomSplit:
     """Patches shuffled by seed and cut 70/20/10 (the thesis)."""
 
-    name = "random"
-
-    def __init__(self, fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, name: str | None = None):
-        self.name = name or type(self).name
+    def __init__(self, fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42):
         self.fractions = _check_fractions(fractions)
         self.seed = seed
 
@@ -68,8 +65,6 @@ class RandomSplit:
 
 class StratifiedSplit(RandomSplit):
     """70/20/10 within each landslide-size bucket (none, small, medium, large)."""
-
-    name = "stratified"
 
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -90,12 +85,8 @@ class RegionSplit:
     event when there are three or more).
     """
 
-    name = "region"
-
     def __init__(self, val_events: Sequence[str] = (), test_events: Sequence[str] = (),
-                 fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, group_by: str = "event_id",
-                 name: str = "region"):
-        self.name = name
+                 fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, group_by: str = "event_id"):
         self.val_events = list(val_events or [])
         self.test_events = list(test_events or [])
         self.fractions = _check_fractions(fractions)
