@@ -328,3 +328,80 @@ class TestEvaluation(L.Callback):
     def pr_curve(self) -> dict[str, list[float]]:
         curve = self.sweep.compute()
         return {k: [float(v) for v in curve[k].cpu().tolist()] for k in ("thresholds", "precision", "recall")}
+
+    # trivial baselines on the same split (after the pass; CPU only)
+    def trivial_sections(self) -> dict[str, Any]:
+        """All-landslide and all-background predictors on the test pixels (from the sweep's counts)."""
+        tp, fp, fn = (t.cpu() for t in self.sweep.counts())
+        positives, negatives = int(tp[0] + fn[0]), int(fp[0])  # threshold 0: every valid pixel predicted
+        zero = torch.tensor(0)
+        every = scores_from_counts(torch.tensor(positives), torch.tensor(negatives), zero)
+        none = scores_from_counts(zero, zero, torch.tensor(positives))
+        return {"all_landslide": {k: float(v) for k, v in every.items()},
+                "all_background": {k: float(v) for k, v in none.items()}}
+
+    def baseline_sections(self, datamodule: Any, edges: Sequence[float], seed: int) -> dict[str, Any]:
+        """Best single-band rule and logistic regression: chosen on validation pixels, scored on test.
+
+        Validation pixels are drawn uniformly (seeded) down to ``baseline_max_pixels``;
+        test scores use every test pixel and the same object and size-class rules (and edges) as the model.
+        """
+        from insarslide.baselines import band_rules, fit_logistic, pixel_table
+
+        store, names, band_idx = datamodule.store, list(datamodule.bands), list(datamodule.band_idx)
+        val_rows = [s.patch for s in datamodule.val_set.samples]
+        test_rows = [s.patch for s in datamodule.test_set.samples]
+        total = sum(int(store.views(r)[2].sum()) for r in val_rows)
+        keep = min(1.0, self.baseline_max_pixels / max(total, 1))
+        rng = np.random.default_rng(seed)
+        features, labels = [], []
+        for r in val_rows:
+            bands, landslide, valid = store.read(r, band_idx)
+            table, _ = pixel_table(bands, valid, names)
+            chosen = rng.random(len(table)) < keep
+            features.append(table[chosen])
+            labels.append(landslide[valid.astype(bool)][chosen].astype(bool))
+        x, y = np.concatenate(features), np.concatenate(labels)
+        if not y.any() or y.all():
+            return {"error": "the validation pixels hold only one class: no baseline can be chosen"}
+        rules = band_rules(x, y, names)
+        best = max(rules, key=lambda rule: rule.fit_scores.iou)
+        logistic = fit_logistic(x, y, names)
+        predictors = {f"band:{rule.name}": rule for rule in rules}
+        predictors["logistic_regression"] = logistic
+        counts = {name: np.zeros(3, dtype=np.int64) for name in predictors}
+        tallies = {"best_single_band": ObjectTally(valid_area_km2=self.tally.valid_area_km2),
+                   "logistic_regression": ObjectTally(valid_area_km2=self.tally.valid_area_km2)}
+        for r in test_rows:
+            bands, landslide, valid = store.read(r, band_idx)
+            mask = valid.astype(bool)
+            truth = landslide.astype(bool) & mask
+            table, _ = pixel_table(bands, valid, names)
+            for name, predictor in predictors.items():
+                predicted = np.zeros_like(mask)
+                predicted[mask] = predictor.predict(table)
+                counts[name] += [(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()]
+                tally = tallies.get("logistic_regression" if name == "logistic_regression" else
+                                    "best_single_band" if predictor is best else "")
+                if tally is not None and (predicted.any() or truth.any()):
+                    tally.add(patch_objects(truth, predicted, mask))
+
+        def scored(name: str) -> dict[str, float]:
+            tp, fp, fn = (torch.tensor(int(c)) for c in counts[name])
+            return {k: float(v) for k, v in scores_from_counts(tp, fp, fn).items()}
+
+        def with_objects(name: str, tally_name: str) -> dict[str, Any]:
+            return {**scored(name), **object_sections(tallies[tally_name], edges, self.object_overlap)}
+
+        return {
+            "chosen_on": "validation", "validation_pixels": int(y.size),
+            "best_single_band": {"rule": best.describe(), "band": best.name, "threshold": best.threshold,
+                                 "val_iou": best.fit_scores.iou, **with_objects(f"band:{best.name}", "best_single_band")},
+            "logistic_regression": {"threshold": logistic.threshold, "val_iou": logistic.fit_scores.iou,
+                                    "coefficients": dict(zip(names, logistic.coef.tolist(), strict=True)),
+                                    **with_objects("logistic_regression", "logistic_regression")},
+            "per_band": {rule.name: {"rule": rule.describe(), "val_iou": rule.fit_scores.iou,
+                                     **scored(f"band:{rule.name}")} for rule in rules},
+            **self.trivial_sections(),
+        }
+

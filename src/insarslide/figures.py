@@ -47,9 +47,10 @@ def difference_map_figure(entry: Mapping[str, Any], threshold: float, model: str
     """Ground truth, probability and difference map of one test patch; title: event, position, model."""
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
     valid = entry["valid"].astype(bool)
-    axes[0].imshow(np.where(valid, entry["landslide"], np.nan), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+    greys, magma = (plt.get_cmap(name).with_extremes(bad=COLOURS["invalid"]) for name in ("Greys", "magma"))
+    axes[0].imshow(np.where(valid, entry["landslide"], np.nan), cmap=greys, vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("ground truth")
-    shown = axes[1].imshow(np.where(valid, entry["probability"].astype(np.float32), np.nan), cmap="magma",
+    shown = axes[1].imshow(np.where(valid, entry["probability"].astype(np.float32), np.nan), cmap=magma,
                            vmin=0, vmax=1, interpolation="nearest")
     axes[1].set_title("probability")
     fig.colorbar(shown, ax=axes[1], fraction=0.046)

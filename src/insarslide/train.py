@@ -161,6 +161,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         }
         if evaluation is not None:
             metrics.update(evaluation.sections())
+            if evaluation.baselines and trainer.is_global_zero:
+                metrics["baselines"] = evaluation.baseline_sections(
+                    datamodule, metrics["size_classes"]["edges_px"], int(cfg.seed))
         if trainer.is_global_zero:
             datamodule.split_table().to_csv(output_dir / "split.csv", index=False)
             write_run_files(output_dir, evaluation, threshold_choice, datamodule)
