@@ -88,6 +88,44 @@ def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
     np.testing.assert_allclose(std, 1.0)  # zero spread falls back to 1
 
 
+def write_constant_events(root, values: dict) -> None:
+    """One 32 x 32 patch per (event, value): every band equals the value, all pixels valid, one landslide pixel."""
+    from insarslide.patchstore import ShardWriter, write_dataset_index
+
+    for event, patch_values in values.items():
+        with ShardWriter(root, event, 32, {}) as w:
+            for k, value in enumerate(patch_values):
+                landslide = np.zeros((32, 32), np.uint8)
+                landslide[k, k] = 1
+                w.add(np.full((7, 32, 32), value, np.float32), landslide, np.ones((32, 32), np.uint8),
+                      {"region": event, "row": 0, "col": 32 * k, "landslide_pixels": 1, "valid_fraction": 1.0,
+                       "x_origin": 0, "x_step": 30, "y_origin": 0, "y_step": -30})
+            w.commit()
+    write_dataset_index(root, 32)
+
+
+def test_model_takes_normalisation_of_the_training_split_only(tmp_path):
+    import lightning as L
+
+    from insarslide.datamodule import PatchDataModule
+    from insarslide.module import LandslideSegmenter
+    from insarslide.spec import BANDS
+    from insarslide.splits import RegionSplit
+
+    # Training pixels are 1 and 3 (mean 2, std 1); validation and test pixels are +-1000 and must not count.
+    write_constant_events(tmp_path / "data", {"train_a": [1.0, 3.0], "val_b": [1000.0], "test_c": [-1000.0]})
+    datamodule = PatchDataModule(str(tmp_path / "data"), list(BANDS), batch_size=2, patch_size=32,
+                                 split=RegionSplit(val_events=["val_b"], test_events=["test_c"]))
+    module = LandslideSegmenter({"_target_": "segmentation_models_pytorch.Unet", "encoder_name": "resnet18",
+                                 "encoder_weights": None, "in_channels": 7, "classes": 1}, list(BANDS),
+                                optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0})
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    np.testing.assert_allclose(module.band_mean.numpy(), 2.0)
+    np.testing.assert_allclose(module.band_std.numpy(), 1.0)
+
+
 def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart",
            "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5", f"data.root={patch_root}",

@@ -29,6 +29,7 @@ from insarslide.atomic import temporary_sibling
 METRICS_FILE = "metrics.json"
 RUN_MARKERS = ("config.yaml", METRICS_FILE, ".hydra/config.yaml")
 SCORES = ["iou", "f1", "recall", "precision"]
+SCORE_LIKE = {*SCORES, "average_precision", "detection_rate", "false_alarms_per_km2", "threshold"}
 RUN_COLUMNS = ["architecture", "encoder", "model", "params_M", "sigma", "sampler", "oversample", "split", "seed",
                "threshold", *SCORES, "average_precision", "detection_rate", "false_alarms_per_km2"]
 
@@ -108,7 +109,8 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("model", "sigma")) -> pd
     for c in scores:
         out[c] = grouped[c].mean()
         out[f"{c}_std"] = grouped[c].std(ddof=1)  # NaN for a single seed
-    return out.reset_index()
+    out = out.reset_index()
+    return out[descriptive + by + [c for c in out.columns if c not in descriptive + by]]
 
 
 def markdown_table(frame: pd.DataFrame, std: bool = True, digits: int = 3) -> str:
@@ -122,6 +124,8 @@ def markdown_table(frame: pd.DataFrame, std: bool = True, digits: int = 3) -> st
         if isinstance(value, float):
             if math.isnan(value):
                 return ""
+            if c not in SCORE_LIKE:
+                return f"{value:g}"
             text = f"{value:.{digits}f}"
             spread = row.get(f"{c}_std") if std else None
             if spread is not None and isinstance(spread, float) and not math.isnan(spread):
