@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ from insarslide.patchstore import PatchStore
 from insarslide.train import train
 
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
-METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "split", "seed"}
+METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "oversample",
+               "split", "seed", "val_iou", "bands", "best_checkpoint", "data_counts"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -149,31 +151,75 @@ def test_quickstart_end_to_end(tmp_path):
     assert metrics["model"] == "segformer_b2" and metrics["iou"] >= 0
 
 
-def test_reports_collect_a_sweep(tmp_path):
-    from insarslide.reports import collect_metrics, summarise
+def wandb_records(path):
+    """Records of an offline W&B run file: W&B's 7-byte header, then LevelDB log blocks of its protobuf records."""
+    from wandb.proto import wandb_internal_pb2
 
-    for k, (model, sigma, iou) in enumerate([("segformer_b2", 0.0, 0.1), ("segformer_b2", 0.0, 0.3),
-                                              ("unet_r34", 3.0, 0.2)]):
-        run = tmp_path / str(k)
-        run.mkdir()
-        (run / "metrics.json").write_text(json.dumps({"model": model, "sigma": sigma, "iou": iou, "f1": iou,
-                                                      "recall": iou, "precision": iou, "parameters": 24_700_000}))
-    table = collect_metrics(tmp_path)
-    assert len(table) == 3 and table["params_M"].iloc[0] == 24.7
-    summary = summarise(table)
-    assert summary.set_index(["model", "sigma"]).loc[("segformer_b2", 0.0), "iou"] == pytest.approx(0.2)
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        payload = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending + payload)
+            pending = b""
+            yield record
+        elif kind in (2, 3):
+            pending += payload
 
 
-def test_wandb_logger_offline_finishes_its_run(tmp_path, patch_root, monkeypatch):
-    import wandb
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_train(["model=segformer_b2", "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1",
-                         "++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1"], tmp_path, patch_root)
-    train(cfg)
-    assert wandb.run is None  # finished, so the next sweep job starts clean
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_root):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc login either
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
+    sweep = tmp_path / "sweeps" / "thesis_sweep"
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "logger=[csv,wandb]",
+           f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
+           "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
+           "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
+           f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wandb sync" in done.stdout + done.stderr  # says how to upload later
+    run_dir = sweep / "0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "csv").is_dir()  # both loggers ran
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    config, history, summary, run = {}, [], {}, None
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "history":
+            history.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        elif kind == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update})
+        elif kind == "run":
+            run = record.run
+    assert run.run_group == "sweeps_thesis_sweep" and run.display_name == "segformer_b2-sigma0.0-random-seed42"
+    assert run.project == "insarslide" and list(run.tags) == ["thesis"]
+    # The whole resolved config, strategy names included.
+    assert config["choices"]["split"] == "random" and config["choices"]["oversample"] == "thesis"
+    assert config["model"]["net"]["encoder_name"] == "mit_b2" and config["eval"]["object_overlap"] == 0.1
+    assert any("val/iou" in h for h in history) and any("train/loss_epoch" in h for h in history)
+    final = next(h for h in history if "tables/size_classes/_type" in h)
+    assert json.loads(final["tables/size_classes/_type"]) == "table-file"
+    assert json.loads(final["figures/pr_curve/_type"]) == "image-file"
+    (table_file,) = run_file.parent.glob("files/media/table/tables/size_classes_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert [row[0] for row in table["data"]] == ["small", "medium", "large"]
+    recall = table["columns"].index("recall")
+    assert [row[recall] for row in table["data"]] == pytest.approx(
+        [c["recall"] for c in metrics["size_classes"]["classes"]])
+    assert summary["final/iou"] == pytest.approx(metrics["iou"])
 
 
 @pytest.mark.slow
