@@ -4,24 +4,25 @@ The same functions draw the PNGs of a run (``figures/``), the images sent to
 W&B, the report's comparison figure and the notebook's plots. Difference maps
 use the thesis's colours (Figure 6.1): true positive green, false positive
 red, false negative orange; invalid pixels grey, true negatives white.
+Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state), so
+they draw the same in scripts, sweeps and notebooks.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # files only; the notebook's inline backend still shows returned figures
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-import os  # noqa: E402
-
-from insarslide.atomic import temporary_sibling  # noqa: E402
+from insarslide.atomic import temporary_sibling
 
 COLOURS = {"tn": (1.0, 1.0, 1.0), "tp": (0.10, 0.62, 0.10), "fp": (0.86, 0.10, 0.10),
            "fn": (1.0, 0.60, 0.0), "invalid": (0.60, 0.60, 0.60)}
@@ -43,11 +44,12 @@ def difference_rgb(probability: np.ndarray, landslide: np.ndarray, valid: np.nda
     return image
 
 
-def difference_map_figure(entry: Mapping[str, Any], threshold: float, model: str) -> plt.Figure:
+def difference_map_figure(entry: Mapping[str, Any], threshold: float, model: str) -> Figure:
     """Ground truth, probability and difference map of one test patch; title: event, position, model."""
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8))
+    fig = Figure(figsize=(10.5, 3.8))
+    axes = fig.subplots(1, 3)
     valid = entry["valid"].astype(bool)
-    greys, magma = (plt.get_cmap(name).with_extremes(bad=COLOURS["invalid"]) for name in ("Greys", "magma"))
+    greys, magma = (matplotlib.colormaps[name].with_extremes(bad=COLOURS["invalid"]) for name in ("Greys", "magma"))
     axes[0].imshow(np.where(valid, entry["landslide"], np.nan), cmap=greys, vmin=0, vmax=1, interpolation="nearest")
     axes[0].set_title("ground truth")
     shown = axes[1].imshow(np.where(valid, entry["probability"].astype(np.float32), np.nan), cmap=magma,
@@ -59,16 +61,17 @@ def difference_map_figure(entry: Mapping[str, Any], threshold: float, model: str
     for ax in axes:
         ax.set_axis_off()
     fig.suptitle(f"{entry['event_id']}  patch row {int(entry['row'])}, col {int(entry['col'])}  |  {model}")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in ("tp", "fp", "fn", "invalid")]
+    handles = [Rectangle((0, 0), 1, 1, color=COLOURS[k]) for k in ("tp", "fp", "fn", "invalid")]
     fig.legend(handles, ["true positive", "false positive", "false negative", "invalid"], loc="lower center", ncol=4,
                fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
-def size_class_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "") -> plt.Figure:
+def size_class_figure(runs: Mapping[str, Sequence[Mapping[str, Any]]], title: str = "") -> Figure:
     """Figure 6.3: precision, recall, F1, IoU per size class, one bar per run (``{label: classes}``)."""
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6), sharey=True)
+    fig = Figure(figsize=(4 * len(METRICS), 3.6))
+    axes = fig.subplots(1, len(METRICS), sharey=True)
     labels = list(runs)
     width = 0.8 / max(len(labels), 1)
     for ax, metric in zip(axes, METRICS, strict=True):
@@ -95,9 +98,10 @@ def _class_label(c: Mapping[str, Any]) -> str:
     return f"{c['name']}\n{lo:.0f}-{hi:.0f} px"
 
 
-def pr_curve_figure(curves: Mapping[str, Mapping[str, Any]], title: str = "") -> plt.Figure:
+def pr_curve_figure(curves: Mapping[str, Mapping[str, Any]], title: str = "") -> Figure:
     """Precision against recall on test, one line per run (``{label: {precision, recall, ap}}``)."""
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig = Figure(figsize=(5, 4.2))
+    ax = fig.subplots()
     for label, c in curves.items():
         ap = c.get("average_precision")
         ax.plot(c["recall"], c["precision"], label=f"{label} (AP {ap:.3f})" if ap is not None else label)
@@ -111,9 +115,10 @@ def pr_curve_figure(curves: Mapping[str, Mapping[str, Any]], title: str = "") ->
     return fig
 
 
-def threshold_figure(val_curve: Mapping[str, Sequence[float]], threshold: float, title: str = "") -> plt.Figure:
+def threshold_figure(val_curve: Mapping[str, Sequence[float]], threshold: float, title: str = "") -> Figure:
     """IoU and F1 against threshold on validation, with the chosen threshold marked."""
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig = Figure(figsize=(5, 4.2))
+    ax = fig.subplots()
     ax.plot(val_curve["thresholds"], val_curve["iou"], label="IoU")
     ax.plot(val_curve["thresholds"], val_curve["f1"], label="F1")
     ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label=f"chosen {threshold:.3f}")
@@ -126,9 +131,10 @@ def threshold_figure(val_curve: Mapping[str, Sequence[float]], threshold: float,
     return fig
 
 
-def runs_figure(summary: pd.DataFrame, label_columns: Sequence[str], title: str = "") -> plt.Figure:
+def runs_figure(summary: pd.DataFrame, label_columns: Sequence[str], title: str = "") -> Figure:
     """Mean test IoU and F1 per group of runs, with the standard deviation over seeds as error bars."""
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(summary)), 4))
+    fig = Figure(figsize=(max(5, 1.2 * len(summary)), 4))
+    ax = fig.subplots()
     labels = [" ".join(str(row[c]) for c in label_columns) for _, row in summary.iterrows()]
     x = np.arange(len(summary))
     for j, metric in enumerate(("iou", "f1")):
@@ -142,7 +148,7 @@ def runs_figure(summary: pd.DataFrame, label_columns: Sequence[str], title: str 
     return fig
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     """Write a PNG atomically and close the figure."""
     tmp = temporary_sibling(path)
     try:
@@ -150,8 +156,14 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-        plt.close(fig)
     return path
+
+
+def figure_png(fig: Figure) -> bytes:
+    """PNG bytes of a figure (for notebooks: ``IPython.display.Image(figure_png(fig))``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=90, format="png")
+    return buffer.getvalue()
 
 
 def load_maps(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -165,7 +177,7 @@ def load_maps(run_dir: str | Path) -> list[dict[str, Any]]:
                  "valid": data[f"valid_{k}"]} for k, m in enumerate(meta)]
 
 
-def run_figures(run_dir: str | Path) -> dict[str, plt.Figure]:
+def run_figures(run_dir: str | Path) -> dict[str, Figure]:
     """Every figure of one run, by file stem (not saved; see :func:`save_run_figures`)."""
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -173,7 +185,7 @@ def run_figures(run_dir: str | Path) -> dict[str, plt.Figure]:
     curves = json.loads(curves_path.read_text()) if curves_path.is_file() else {}
     model, threshold = metrics.get("model", "?"), float(metrics.get("threshold", 0.5))
     label = f"{model} sigma {metrics.get('sigma')} seed {metrics.get('seed')}"
-    figures: dict[str, plt.Figure] = {}
+    figures: dict[str, Figure] = {}
     for entry in load_maps(run_dir):
         stem = f"difference_{entry['event_id']}_r{int(entry['row'])}_c{int(entry['col'])}"
         figures[stem] = difference_map_figure(entry, threshold, model)
