@@ -39,6 +39,16 @@ def test_limited_run_writes_checkpoints_threshold_and_metrics(tmp_path, patch_ro
     assert float(state["state_dict"]["threshold"]) == pytest.approx(metrics["threshold"])
     assert not torch.allclose(state["state_dict"]["band_std"], torch.ones(7))
     assert metrics["sigma"] == 3.0 and metrics["split"] == "region"
+    # The evaluation pass and the baselines land in metrics.json, curves.json, maps.npz and figures/.
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"average_precision", "size_classes", "objects", "baselines"} <= set(written)
+    assert [c["name"] for c in written["size_classes"]["classes"]] == ["small", "medium", "large"]
+    assert written["baselines"]["best_single_band"]["rule"] and "iou" in written["baselines"]["logistic_regression"]
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert len(curves["test_pr"]["recall"]) == 1025 and curves["val_threshold"]["thresholds"][-1] == 1.0
+    figures = {p.stem for p in (tmp_path / "figures").glob("*.png")}
+    assert {"pr_curve", "iou_vs_threshold", "size_classes"} <= figures
+    assert len([f for f in figures if f.startswith("difference_")]) == 4  # eval.num_maps
     split = __import__("pandas").read_csv(tmp_path / "split.csv")
     assert split.groupby("event_id")["split"].nunique().max() == 1
 
@@ -47,8 +57,10 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path, patch_root):
     from insarslide.module import LandslideSegmenter
 
     cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
-                         "++trainer.limit_val_batches=1"], tmp_path, patch_root)
+                         "++trainer.limit_val_batches=1", "oversample=none", "sampler=uniform", "eval=none"],
+                        tmp_path, patch_root)
     metrics = train(cfg)
+    assert metrics["oversample"] == "none" and metrics["sampler"] == "uniform" and "size_classes" not in metrics
     module = LandslideSegmenter.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
     assert float(module.threshold) == pytest.approx(metrics["threshold"])
     assert module.hparams.bands == list(cfg.data.bands)
@@ -142,13 +154,19 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
 
 
 @pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart",
+def test_quickstart_trained_longer_beats_trivial_predictors(tmp_path):
+    env = {**os.environ, "INSARSLIDE_ROOT": str(tmp_path),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer.max_epochs=20",
                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900, env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
+                          timeout=3600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["model"] == "segformer_b2" and metrics["iou"] >= 0
+    trivial = metrics["baselines"]
+    # All-background has IoU 0; all-landslide has IoU = landslide share of the valid test pixels.
+    assert trivial["all_background"]["iou"] == 0.0
+    floor = max(trivial["all_landslide"]["iou"], trivial["all_background"]["iou"])
+    assert metrics["iou"] >= 2 * floor and metrics["iou"] >= floor + 0.05, (metrics["iou"], floor)
 
 
 def wandb_records(path):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -40,6 +41,7 @@ import lightning as L
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from insarslide.metrics import ThresholdSweep, scores_from_counts
 
@@ -68,29 +70,32 @@ def patch_objects(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarra
     truth = landslide.astype(bool) & valid
     pred = predicted.astype(bool) & valid
     gt_labels, n_gt = ndimage.label(truth, structure=EIGHT_CONNECTED)
-    area = np.bincount(gt_labels.ravel(), minlength=n_gt + 1)[1:]
-    tp = np.bincount(gt_labels[pred], minlength=n_gt + 1)[1:]
-    fp_mask = pred & ~truth
+    area = np.bincount(gt_labels.ravel(), minlength=n_gt + 1)[1:].astype(np.int64)
+    tp = np.bincount(gt_labels[pred], minlength=n_gt + 1)[1:].astype(np.int64)
     fp = np.zeros(n_gt, dtype=np.int64)
-    unassigned = 0
+    fp_rows, fp_cols = np.nonzero(pred & ~truth)
+    if fp_rows.size == 0:
+        return PatchObjects(area, tp, fp, np.zeros(0, dtype=np.int64), 0)
     regions, n_regions = ndimage.label(pred, structure=EIGHT_CONNECTED)
-    hits = np.bincount(regions[truth], minlength=n_regions + 1)[1:]
-    alarms = np.flatnonzero(hits == 0) + 1  # region labels that share no pixel with a landslide
-    nearest_of_alarm = np.full(alarms.size, -1, dtype=np.int64)
+    hits = np.bincount(regions[truth], minlength=n_regions + 1)
+    is_alarm = hits == 0  # regions sharing no pixel with a landslide (index 0, background, is never asked)
+    alarm_labels = np.flatnonzero(is_alarm[1:]) + 1
     if n_gt == 0:
-        unassigned = int(fp_mask.sum())
-    elif fp_mask.any():
-        distance, (rows, cols) = ndimage.distance_transform_edt(gt_labels == 0, return_indices=True)
-        nearest = gt_labels[rows, cols] - 1  # nearest component of every pixel
-        fp = np.bincount(nearest[fp_mask], minlength=n_gt).astype(np.int64)
-        if alarms.size:
-            # The class of a false alarm: the component nearest to its closest pixel.
-            in_alarm = np.isin(regions, alarms)
-            region_of = regions[in_alarm]
-            order = np.lexsort((distance[in_alarm], region_of))
-            first = np.unique(region_of[order], return_index=True)[1]
-            nearest_of_alarm = nearest[in_alarm][order][first]
-    return PatchObjects(area.astype(np.int64), tp.astype(np.int64), fp, nearest_of_alarm, unassigned)
+        return PatchObjects(area, tp, fp, np.full(alarm_labels.size, -1, dtype=np.int64), int(fp_rows.size))
+    # Nearest component of each false-positive pixel: the nearest landslide pixel lies on a component's
+    # outline, so a k-d tree over outline pixels answers exactly what a distance transform would.
+    outline = truth & ~ndimage.binary_erosion(truth, structure=EIGHT_CONNECTED, border_value=0)
+    out_rows, out_cols = np.nonzero(outline)
+    distance, k = cKDTree(np.column_stack([out_rows, out_cols])).query(np.column_stack([fp_rows, fp_cols]))
+    nearest = gt_labels[out_rows[k], out_cols[k]] - 1
+    fp = np.bincount(nearest, minlength=n_gt).astype(np.int64)
+    # A false alarm takes the class of the component nearest to its closest pixel
+    # (all pixels of a false alarm are false positives).
+    region_of = regions[fp_rows, fp_cols]
+    in_alarm = is_alarm[region_of]
+    order = np.lexsort((distance[in_alarm], region_of[in_alarm]))
+    first = np.unique(region_of[in_alarm][order], return_index=True)[1]
+    return PatchObjects(area, tp, fp, nearest[in_alarm][order][first].astype(np.int64), 0)
 
 
 @dataclass
@@ -226,6 +231,11 @@ def pixel_area_km2(table, shard_crs: dict[str, str]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the callback
+def _objects_of_batch(predicted: np.ndarray, truth: np.ndarray) -> list[PatchObjects]:
+    """Object statistics of (B, H, W) masks already restricted to valid pixels."""
+    return [patch_objects(t, p, np.ones_like(t)) for p, t in zip(predicted, truth, strict=True)]
+
+
 def _named_patch_indices(table, patches: Sequence[Any]) -> list[int]:
     """Patch rows named in config as {event_id, row, col} (or "EVENT:ROW:COL")."""
     found = []
@@ -247,7 +257,8 @@ class TestEvaluation(L.Callback):
     def __init__(self, size_edges: Sequence[float] | None = None,
                  size_percentiles: Sequence[float] = THESIS_PERCENTILES, object_overlap: float = 0.1,
                  num_maps: int = 4, patches: Sequence[Any] = (), num_thresholds: int = 1025,
-                 baselines: bool = True, baseline_max_pixels: int = 2_000_000, figures: bool = True):
+                 baselines: bool = True, baseline_max_pixels: int = 2_000_000, figures: bool = True,
+                 workers: int = 2):
         if size_edges is not None and len(size_edges) != 2:
             raise ValueError(f"eval.size_edges must be two pixel areas [e1, e2] or null, got {list(size_edges)}")
         if not 0 < object_overlap <= 1:
@@ -261,6 +272,9 @@ class TestEvaluation(L.Callback):
         self.baselines = bool(baselines)
         self.baseline_max_pixels = int(baseline_max_pixels)
         self.figures = bool(figures)
+        self.workers = int(workers)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
         self.sweep: ThresholdSweep | None = None
         self.tally = ObjectTally()
         self.maps: dict[int, dict[str, np.ndarray]] = {}
@@ -284,6 +298,9 @@ class TestEvaluation(L.Callback):
         self.map_rows = [int(i) for i in top] + [i for i in named if i not in outside and i not in set(top.tolist())]
         crs = {s.info["event_id"]: s.info.get("crs_wkt", "") for s in store.shards}
         self.pixel_km2 = torch.as_tensor(pixel_area_km2(store.table, crs))
+        # Object statistics run on CPU threads while the accelerator infers the next batches.
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="evaluation") if self.workers > 0 else None
+        self._pending = []
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -300,8 +317,11 @@ class TestEvaluation(L.Callback):
             rows = torch.from_numpy(np.flatnonzero(busy))
             pred_np = predicted[rows.to(predicted.device)].cpu().numpy()
             truth_np = truth[rows.to(truth.device)].cpu().numpy()
-            for p, t in zip(pred_np, truth_np, strict=True):
-                self.tally.add(patch_objects(t, p, np.ones_like(t)))  # both already restricted to valid pixels
+            if self._pool is not None:
+                self._pending.append(self._pool.submit(_objects_of_batch, pred_np, truth_np))
+            else:
+                for objects in _objects_of_batch(pred_np, truth_np):
+                    self.tally.add(objects)
         for slot, row in enumerate(index.tolist()):
             if row in self.map_rows:
                 self.maps[row] = {"probability": probability[slot].float().cpu().numpy().astype(np.float16),
@@ -309,6 +329,13 @@ class TestEvaluation(L.Callback):
                                   "valid": valid[slot].cpu().numpy().astype(np.uint8)}
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for future in self._pending:  # in submission order: the tally is the same as without threads
+            for objects in future.result():
+                self.tally.add(objects)
+        self._pending = []
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, (self.tally, self.maps))
