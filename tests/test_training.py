@@ -12,6 +12,12 @@ from insarslide.normalization import band_statistics
 from insarslide.patchstore import PatchStore
 from insarslide.train import train
 
+def worktree_env(**extra: str) -> dict:
+    """Environment for a subprocess that must import this checkout's package (not an installed copy)."""
+    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
+
+
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
 METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "oversample",
                "split", "seed", "val_iou", "bands", "best_checkpoint", "data_counts"}
@@ -145,7 +151,8 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
            "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5", f"data.root={patch_root}",
            "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     found = sorted(tmp_path.glob("*/metrics.json"))
     assert len(found) == 6
@@ -155,8 +162,7 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
 
 @pytest.mark.slow
 def test_quickstart_trained_longer_beats_trivial_predictors(tmp_path):
-    env = {**os.environ, "INSARSLIDE_ROOT": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = worktree_env(INSARSLIDE_ROOT=str(tmp_path))
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer.max_epochs=20",
                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=3600, env=env)
@@ -193,9 +199,8 @@ def wandb_records(path):
 
 
 def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_root):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env = {k: v for k, v in worktree_env().items() if not k.startswith("WANDB_")}
     env["HOME"] = str(tmp_path / "home")  # no ~/.netrc login either
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), str(REPO), env.get("PYTHONPATH", "")])
     sweep = tmp_path / "sweeps" / "thesis_sweep"
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "logger=[csv,wandb]",
            f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
@@ -245,7 +250,8 @@ def test_ddp_on_two_cpu_processes(tmp_path, patch_root):
     cmd = [sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer=ddp_cpu", "trainer.max_epochs=1",
            "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2", f"data.root={patch_root}",
            "data.patch_size=64", "data.batch_size=2", "oversample.crop_size=32", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "segformer_b2"
 
@@ -256,7 +262,8 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, patch_root):
            "experiment=quickstart", "model=segformer_b2,unet_r34", f"data.root={patch_root}", "data.patch_size=64",
            "data.batch_size=4", "oversample.crop_size=32", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
            f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     models = {json.loads(p.read_text())["model"] for p in tmp_path.glob("*/metrics.json")}
     assert models == {"segformer_b2", "unet_r34"}
