@@ -52,9 +52,12 @@ def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None
     from hydra import compose, initialize_config_dir
 
     base = [f"paths.output_dir={output_dir}", "data.num_workers=0", f"data.patch_size={TEST_PATCH}",
-            "data.batch_size=4", "oversample.crop_size=32", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+            "data.batch_size=4", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
             "trainer.enable_model_summary=false"]
+    if "oversample=none" not in overrides:  # oversample=none is null: nothing to shrink
+        base.append("oversample.crop_size=32")
     if data_root is not None:
         base.append(f"data.root={data_root}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=base + list(overrides))
+        # The Hydra node carries runtime.choices, the strategy names train() records.
+        return compose(config_name="train", overrides=base + list(overrides), return_hydra_config=True)

@@ -79,15 +79,20 @@ def test_threshold_sweep_has_at_least_101_thresholds_by_default():
 
 
 def test_scores_and_binary_scores():
-    s = scores_from_counts(torch.tensor(2), torch.tensor(1), torch.tensor(1))
-    assert s["precision"] == pytest.approx(2 / 3) and s["iou"] == pytest.approx(0.5) and s["f1"] == pytest.approx(2 / 3)
+    # Asymmetric counts, so that swapping precision and recall (or FP and FN) shows:
+    # TP 2, FP 1, FN 3 -> precision 2/3, recall 2/5, F1 4/8, IoU 2/6.
+    s = scores_from_counts(torch.tensor(2), torch.tensor(1), torch.tensor(3))
+    assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 5)
+    assert s["f1"] == pytest.approx(0.5) and s["iou"] == pytest.approx(1 / 3)
     empty = scores_from_counts(torch.tensor(0), torch.tensor(0), torch.tensor(0))
     assert all(v == 0 for v in empty.values())
     metric = BinaryScores(0.5)
-    prob = torch.tensor([0.9, 0.6, 0.2, 0.7])
-    truth = torch.tensor([1, 0, 1, 1])
-    valid = torch.tensor([1, 1, 1, 0])
+    # 0.9 landslide: TP; 0.6 background: FP; 0.2 and 0.1 landslide: FN; 0.7 landslide but invalid: ignored.
+    prob = torch.tensor([0.9, 0.6, 0.2, 0.7, 0.1])
+    truth = torch.tensor([1, 0, 1, 1, 1])
+    valid = torch.tensor([1, 1, 1, 0, 1])
     metric.update(prob, truth, valid)
     result = metric.compute()
-    assert (result.tp, result.fp, result.fn) == (1, 1, 1)
-    assert tuple(int(x) for x in confusion_counts(prob, truth, valid, 0.5)) == (1, 1, 1)
+    assert (result.tp, result.fp, result.fn) == (1, 1, 2)
+    assert result.precision == pytest.approx(1 / 2) and result.recall == pytest.approx(1 / 3)
+    assert tuple(int(x) for x in confusion_counts(prob, truth, valid, 0.5)) == (1, 1, 2)

@@ -64,7 +64,7 @@ def test_datamodule_refuses_unknown_band(tmp_path):
 @pytest.mark.parametrize("override,node,expected", [
     ("split=stratified", "split", "StratifiedSplit"), ("split=region", "split", "RegionSplit"),
     ("split=random", "split", "RandomSplit"), ("sampler=uniform", "sampler", "UniformSampler"),
-    ("sampler=bucket", "sampler", "BucketSampler"), ("oversample=none", "oversample", "SmallLandslideOversampler"),
+    ("sampler=bucket", "sampler", "BucketSampler"), ("oversample=thesis", "oversample", "SmallLandslideOversampler"),
     ("augment=albumentations", "augment", "AlbumentationsAugmenter"), ("augment=thesis", "augment", "Augmenter"),
     ("trainer=ddp_cpu", "trainer", "Trainer"), ("logger=csv", "logger.csv", "CSVLogger"),
 ])
@@ -81,7 +81,8 @@ def test_switch_off_options(tmp_path):
     assert compose_train(["augment=none"], tmp_path).augment is None
     assert compose_train(["logger=none"], tmp_path).logger is None
     assert compose_train(["scheduler=none"], tmp_path).scheduler is None
-    assert compose_train(["oversample=none"], tmp_path).oversample.enabled is False
+    assert compose_train(["oversample=none"], tmp_path).oversample is None
+    assert compose_train(["eval=none"], tmp_path).callbacks.evaluation is None
     gpu = compose_train(["trainer=ddp"], tmp_path).trainer
     assert gpu.strategy == "ddp" and gpu.sync_batchnorm is True  # (the test helper forces accelerator=cpu)
     wandb = compose_train(["logger=wandb"], tmp_path).logger.wandb

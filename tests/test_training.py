@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -11,8 +12,15 @@ from insarslide.normalization import band_statistics
 from insarslide.patchstore import PatchStore
 from insarslide.train import train
 
+def worktree_env(**extra: str) -> dict:
+    """Environment for a subprocess that must import this checkout's package (not an installed copy)."""
+    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
+
+
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
-METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "split", "seed"}
+METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "oversample",
+               "split", "seed", "val_iou", "bands", "best_checkpoint", "data_counts"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -37,6 +45,16 @@ def test_limited_run_writes_checkpoints_threshold_and_metrics(tmp_path, patch_ro
     assert float(state["state_dict"]["threshold"]) == pytest.approx(metrics["threshold"])
     assert not torch.allclose(state["state_dict"]["band_std"], torch.ones(7))
     assert metrics["sigma"] == 3.0 and metrics["split"] == "region"
+    # The evaluation pass and the baselines land in metrics.json, curves.json, maps.npz and figures/.
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"average_precision", "size_classes", "objects", "baselines"} <= set(written)
+    assert [c["name"] for c in written["size_classes"]["classes"]] == ["small", "medium", "large"]
+    assert written["baselines"]["best_single_band"]["rule"] and "iou" in written["baselines"]["logistic_regression"]
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert len(curves["test_pr"]["recall"]) == 1025 and curves["val_threshold"]["thresholds"][-1] == 1.0
+    figures = {p.stem for p in (tmp_path / "figures").glob("*.png")}
+    assert {"pr_curve", "iou_vs_threshold", "size_classes"} <= figures
+    assert len([f for f in figures if f.startswith("difference_")]) == 4  # eval.num_maps
     split = __import__("pandas").read_csv(tmp_path / "split.csv")
     assert split.groupby("event_id")["split"].nunique().max() == 1
 
@@ -45,8 +63,10 @@ def test_checkpoint_alone_rebuilds_the_model(tmp_path, patch_root):
     from insarslide.module import LandslideSegmenter
 
     cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
-                         "++trainer.limit_val_batches=1"], tmp_path, patch_root)
+                         "++trainer.limit_val_batches=1", "oversample=none", "sampler=uniform", "eval=none"],
+                        tmp_path, patch_root)
     metrics = train(cfg)
+    assert metrics["oversample"] == "none" and metrics["sampler"] == "uniform" and "size_classes" not in metrics
     module = LandslideSegmenter.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
     assert float(module.threshold) == pytest.approx(metrics["threshold"])
     assert module.hparams.bands == list(cfg.data.bands)
@@ -88,12 +108,51 @@ def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
     np.testing.assert_allclose(std, 1.0)  # zero spread falls back to 1
 
 
+def write_constant_events(root, values: dict) -> None:
+    """One 32 x 32 patch per (event, value): every band equals the value, all pixels valid, one landslide pixel."""
+    from insarslide.patchstore import ShardWriter, write_dataset_index
+
+    for event, patch_values in values.items():
+        with ShardWriter(root, event, 32, {}) as w:
+            for k, value in enumerate(patch_values):
+                landslide = np.zeros((32, 32), np.uint8)
+                landslide[k, k] = 1
+                w.add(np.full((7, 32, 32), value, np.float32), landslide, np.ones((32, 32), np.uint8),
+                      {"region": event, "row": 0, "col": 32 * k, "landslide_pixels": 1, "valid_fraction": 1.0,
+                       "x_origin": 0, "x_step": 30, "y_origin": 0, "y_step": -30})
+            w.commit()
+    write_dataset_index(root, 32)
+
+
+def test_model_takes_normalisation_of_the_training_split_only(tmp_path):
+    import lightning as L
+
+    from insarslide.datamodule import PatchDataModule
+    from insarslide.module import LandslideSegmenter
+    from insarslide.spec import BANDS
+    from insarslide.splits import RegionSplit
+
+    # Training pixels are 1 and 3 (mean 2, std 1); validation and test pixels are +-1000 and must not count.
+    write_constant_events(tmp_path / "data", {"train_a": [1.0, 3.0], "val_b": [1000.0], "test_c": [-1000.0]})
+    datamodule = PatchDataModule(str(tmp_path / "data"), list(BANDS), batch_size=2, patch_size=32,
+                                 split=RegionSplit(val_events=["val_b"], test_events=["test_c"]))
+    module = LandslideSegmenter({"_target_": "segmentation_models_pytorch.Unet", "encoder_name": "resnet18",
+                                 "encoder_weights": None, "in_channels": 7, "classes": 1}, list(BANDS),
+                                optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0})
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=datamodule)
+    np.testing.assert_allclose(module.band_mean.numpy(), 2.0)
+    np.testing.assert_allclose(module.band_std.numpy(), 1.0)
+
+
 def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart",
            "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5", f"data.root={patch_root}",
            "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     found = sorted(tmp_path.glob("*/metrics.json"))
     assert len(found) == 6
@@ -102,40 +161,88 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
 
 
 @pytest.mark.slow
-def test_quickstart_end_to_end(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart",
+def test_quickstart_trained_longer_beats_trivial_predictors(tmp_path):
+    env = worktree_env(INSARSLIDE_ROOT=str(tmp_path))
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer.max_epochs=20",
                            f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900, env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
+                          timeout=3600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["model"] == "segformer_b2" and metrics["iou"] >= 0
+    trivial = metrics["baselines"]
+    # All-background has IoU 0; all-landslide has IoU = landslide share of the valid test pixels.
+    assert trivial["all_background"]["iou"] == 0.0
+    floor = max(trivial["all_landslide"]["iou"], trivial["all_background"]["iou"])
+    assert metrics["iou"] >= 2 * floor and metrics["iou"] >= floor + 0.05, (metrics["iou"], floor)
 
 
-def test_reports_collect_a_sweep(tmp_path):
-    from insarslide.reports import collect_metrics, summarise
+def wandb_records(path):
+    """Records of an offline W&B run file: W&B's 7-byte header, then LevelDB log blocks of its protobuf records."""
+    from wandb.proto import wandb_internal_pb2
 
-    for k, (model, sigma, iou) in enumerate([("segformer_b2", 0.0, 0.1), ("segformer_b2", 0.0, 0.3),
-                                              ("unet_r34", 3.0, 0.2)]):
-        run = tmp_path / str(k)
-        run.mkdir()
-        (run / "metrics.json").write_text(json.dumps({"model": model, "sigma": sigma, "iou": iou, "f1": iou,
-                                                      "recall": iou, "precision": iou, "parameters": 24_700_000}))
-    table = collect_metrics(tmp_path)
-    assert len(table) == 3 and table["params_M"].iloc[0] == 24.7
-    summary = summarise(table)
-    assert summary.set_index(["model", "sigma"]).loc[("segformer_b2", 0.0), "iou"] == pytest.approx(0.2)
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        payload = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending + payload)
+            pending = b""
+            yield record
+        elif kind in (2, 3):
+            pending += payload
 
 
-def test_wandb_logger_offline_finishes_its_run(tmp_path, patch_root, monkeypatch):
-    import wandb
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = compose_train(["model=segformer_b2", "logger=wandb", "logger.wandb.offline=true", "trainer.max_epochs=1",
-                         "++trainer.limit_train_batches=1", "++trainer.limit_val_batches=1"], tmp_path, patch_root)
-    train(cfg)
-    assert wandb.run is None  # finished, so the next sweep job starts clean
-    assert list((tmp_path / "wandb").glob("offline-run-*"))
+def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_root):
+    env = {k: v for k, v in worktree_env().items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc login either
+    sweep = tmp_path / "sweeps" / "thesis_sweep"
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "logger=[csv,wandb]",
+           f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
+           "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
+           "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
+           f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wandb sync" in done.stdout + done.stderr  # says how to upload later
+    run_dir = sweep / "0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert (run_dir / "csv").is_dir()  # both loggers ran
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    config, history, summary, run = {}, [], {}, None
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "history":
+            history.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        elif kind == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update})
+        elif kind == "run":
+            run = record.run
+    assert run.run_group == "sweeps_thesis_sweep" and run.display_name == "segformer_b2-sigma0.0-random-seed42"
+    assert run.project == "insarslide" and list(run.tags) == ["thesis"]
+    # The whole resolved config, strategy names included.
+    assert config["choices"]["split"] == "random" and config["choices"]["oversample"] == "thesis"
+    assert config["model"]["net"]["encoder_name"] == "mit_b2" and config["eval"]["object_overlap"] == 0.1
+    assert any("val/iou" in h for h in history) and any("train/loss_epoch" in h for h in history)
+    final = next(h for h in history if "tables/size_classes/_type" in h)
+    assert json.loads(final["tables/size_classes/_type"]) == "table-file"
+    assert json.loads(final["figures/pr_curve/_type"]) == "image-file"
+    (table_file,) = run_file.parent.glob("files/media/table/tables/size_classes_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert [row[0] for row in table["data"]] == ["small", "medium", "large"]
+    recall = table["columns"].index("recall")
+    assert [row[recall] for row in table["data"]] == pytest.approx(
+        [c["recall"] for c in metrics["size_classes"]["classes"]])
+    assert summary["final/iou"] == pytest.approx(metrics["iou"])
 
 
 @pytest.mark.slow
@@ -143,7 +250,8 @@ def test_ddp_on_two_cpu_processes(tmp_path, patch_root):
     cmd = [sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer=ddp_cpu", "trainer.max_epochs=1",
            "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2", f"data.root={patch_root}",
            "data.patch_size=64", "data.batch_size=2", "oversample.crop_size=32", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "segformer_b2"
 
@@ -154,7 +262,8 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, patch_root):
            "experiment=quickstart", "model=segformer_b2,unet_r34", f"data.root={patch_root}", "data.patch_size=64",
            "data.batch_size=4", "oversample.crop_size=32", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
            f"hydra.sweep.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-3000:]
     models = {json.loads(p.read_text())["model"] for p in tmp_path.glob("*/metrics.json")}
     assert models == {"segformer_b2", "unet_r34"}

@@ -132,7 +132,7 @@ class PatchDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.splitter = split if split is not None else RandomSplit(seed=seed)
         self.sampler = sampler if sampler is not None else UniformSampler()
-        self.oversampler = oversample if oversample is not None else SmallLandslideOversampler(enabled=False, name="none")
+        self.oversampler = oversample if oversample is not None else SmallLandslideOversampler(enabled=False)
         self.smoothing_sigma = float(smoothing_sigma)
         self.augment = augment.with_bands(self.bands) if augment is not None else None
         self.cache_dir = cache_dir
@@ -168,7 +168,7 @@ class PatchDataModule(L.LightningDataModule):
         self.split_labels = np.asarray(self.splitter.assign(self.store.table))
         for name in ("train", "val", "test"):
             if not (self.split_labels == name).any():
-                raise ValueError(f"{self.root}: split '{getattr(self.splitter, 'name', self.splitter)}' leaves the "
+                raise ValueError(f"{self.root}: split {type(self.splitter).__name__} leaves the "
                                  f"{name} set empty ({len(self.store)} patches); use more data or other fractions")
         crop = self.oversampler.crop_size
         if self.oversampler.enabled and not 0 < crop < self.store.patch_size:

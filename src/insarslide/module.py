@@ -46,11 +46,29 @@ class LandslideSegmenter(L.LightningModule):
         self.val_sweep = ThresholdSweep(num_thresholds)
         self.test_scores = BinaryScores()
         self.last_val_choice: tuple[float, Any] | None = None
+        self.last_val_curve: dict[str, list[float]] | None = None
 
     # ------------------------------------------------------------- helpers
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
+
+    def setup(self, stage: str) -> None:
+        """Take the normalisation statistics of the training split from the data module when fitting.
+
+        Other stages keep the buffers, which a checkpoint restores.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage != "fit" or datamodule is None:
+            return
+        mean, std = getattr(datamodule, "band_mean", None), getattr(datamodule, "band_std", None)
+        if mean is None or std is None:
+            raise ValueError(f"{type(datamodule).__name__} has no band_mean/band_std after setup('fit'): "
+                             "the model cannot normalise its inputs")
+        if len(mean) != len(self.hparams.bands):
+            raise ValueError(f"data module gives statistics of {len(mean)} bands; the model expects "
+                             f"{len(self.hparams.bands)} ({self.hparams.bands})")
+        self.set_normalization(mean, std)
 
     def set_normalization(self, mean, std) -> None:
         self.band_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -92,6 +110,9 @@ class LandslideSegmenter(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         threshold, scores = self.val_sweep.best(self.hparams.threshold_metric)
         self.last_val_choice = (threshold, scores)
+        curve = self.val_sweep.compute()
+        self.last_val_curve = {k: [float(v) for v in curve[k].tolist()]
+                               for k in ("thresholds", "iou", "f1", "precision", "recall")}
         # val/iou is the IoU at the best threshold of this epoch: with rare
         # landslides a fixed 0.5 stays at 0 for many epochs and says nothing.
         self.log_dict({"val/iou": scores.iou, "val/f1": scores.f1, "val/precision": scores.precision,
@@ -104,7 +125,9 @@ class LandslideSegmenter(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         _, logits = self._step(batch, "test")
-        self.test_scores.update(torch.sigmoid(logits), batch["landslide"], batch["valid"])
+        probability = torch.sigmoid(logits)
+        self.test_scores.update(probability, batch["landslide"], batch["valid"])
+        return {"probability": probability}  # for callbacks (insarslide.evaluation.TestEvaluation)
 
     def on_test_epoch_end(self) -> None:
         scores = self.test_scores.compute()

@@ -63,8 +63,7 @@ def apply_crop(arrays: list[np.ndarray], valid: np.ndarray, origin: tuple[int, i
 class SmallLandslideOversampler:
     """``oversample=thesis`` adds crop samples for small-landslide training patches; ``enabled=false`` (``oversample=none``) adds none."""
 
-    def __init__(self, quantile: float = 0.25, crop_size: int = 128, enabled: bool = True, name: str = "thesis"):
-        self.name = name
+    def __init__(self, quantile: float = 0.25, crop_size: int = 128, enabled: bool = True):
         if not 0 < quantile < 1:
             raise ValueError(f"oversample.quantile must be in (0, 1), got {quantile}")
         self.quantile = quantile

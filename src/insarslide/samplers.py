@@ -18,11 +18,6 @@ log = logging.getLogger(__name__)
 class UniformSampler:
     """``sampler=uniform``: plain shuffling (the DataLoader's own)."""
 
-    name = "uniform"
-
-    def __init__(self, name: str = "uniform"):
-        self.name = name
-
     def build(self, sample_pixels: np.ndarray, reference_pixels: np.ndarray, seed: int) -> Sampler | None:
         return None
 
@@ -58,11 +53,8 @@ def bucket_weights(sample_pixels: np.ndarray, shares: Sequence[float], reference
 class BucketSampler:
     """``sampler=bucket``: WeightedRandomSampler with the thesis's bucket shares 0.1/0.5/0.3/0.1."""
 
-    name = "bucket"
-
     def __init__(self, weights: Sequence[float] = (0.1, 0.5, 0.3, 0.1), epoch_length: int | None = None,
-                 quantiles: Sequence[float] = (0.25, 0.75), name: str = "bucket"):
-        self.name = name
+                 quantiles: Sequence[float] = (0.25, 0.75)):
         self.weights = list(weights)
         self.epoch_length = epoch_length
         self.quantiles = (float(quantiles[0]), float(quantiles[1]))

@@ -68,10 +68,7 @@ def check_no_overlap_leak(splitter, table: pd.DataFrame, patch_size: int, root: 
 class RandomSplit:
     """Patches shuffled by seed and cut 70/20/10 (the thesis)."""
 
-    name = "random"
-
-    def __init__(self, fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, name: str | None = None):
-        self.name = name or type(self).name
+    def __init__(self, fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42):
         self.fractions = _check_fractions(fractions)
         self.seed = seed
 
@@ -81,8 +78,6 @@ class RandomSplit:
 
 class StratifiedSplit(RandomSplit):
     """70/20/10 within each landslide-size class (none, small, medium, large; :mod:`insarslide.sizes` over all patches)."""
-
-    name = "stratified"
 
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -104,13 +99,10 @@ class RegionSplit:
     event when there are three or more).
     """
 
-    name = "region"
     keeps_scenes_together = True  # overlapping tiles of one scene never straddle two splits
 
     def __init__(self, val_events: Sequence[str] = (), test_events: Sequence[str] = (),
-                 fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, group_by: str = "event_id",
-                 name: str = "region"):
-        self.name = name
+                 fractions: Sequence[float] = (0.7, 0.2, 0.1), seed: int = 42, group_by: str = "event_id"):
         self.val_events = list(val_events or [])
         self.test_events = list(test_events or [])
         self.fractions = _check_fractions(fractions)

@@ -1,0 +1,211 @@
+"""Tables 6.1 and 6.2, the size-stratified table and a comparison figure from a sweep folder.
+
+``python -m insarslide.report SWEEP_DIR [--by model,sigma]`` reads every run
+under SWEEP_DIR (a multirun, a single run, or any tree of them: a run is a
+folder with a ``config.yaml`` or a ``metrics.json``) and writes into SWEEP_DIR:
+
+- ``report.md``: the tables in Markdown, and the runs that failed;
+- ``table_runs.csv`` (one row per run), ``table_summary.csv`` (mean and
+  standard deviation over seeds per group), ``table_size_classes.csv``;
+- ``figures/runs.png`` and ``figures/size_classes.png``.
+
+Runs without ``metrics.json`` (failed or unfinished jobs) are listed, never
+dropped in silence. The notebook and W&B use the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from insarslide.atomic import temporary_sibling
+
+METRICS_FILE = "metrics.json"
+RUN_MARKERS = ("config.yaml", METRICS_FILE, ".hydra/config.yaml")
+SCORES = ["iou", "f1", "recall", "precision"]
+SCORE_LIKE = {*SCORES, "average_precision", "detection_rate", "false_alarms_per_km2", "threshold"}
+RUN_COLUMNS = ["architecture", "encoder", "model", "params_M", "sigma", "sampler", "oversample", "split", "seed",
+               "threshold", *SCORES, "average_precision", "detection_rate", "false_alarms_per_km2"]
+
+
+def run_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One table row of a run's ``metrics.json`` (the columns of Tables 6.1/6.2 and more)."""
+    objects = metrics.get("objects") or {}
+    params = metrics.get("parameters")
+    row = {"architecture": metrics.get("architecture") or metrics.get("model"), "encoder": metrics.get("encoder"),
+           "model": metrics.get("model"), "params_M": round(params / 1e6, 1) if params is not None else None,
+           **{k: metrics.get(k) for k in ("sigma", "sampler", "oversample", "split", "seed", "threshold", *SCORES,
+                                           "average_precision")},
+           "detection_rate": objects.get("detection_rate"), "false_alarms_per_km2": objects.get("false_alarms_per_km2")}
+    for name, baseline in (metrics.get("baselines") or {}).items():
+        if isinstance(baseline, Mapping) and "iou" in baseline:
+            row[f"{name}_iou"] = baseline["iou"]
+    return row
+
+
+def size_class_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per size class: edges, objects, pixels, pixel scores, detection and false alarms."""
+    section = metrics.get("size_classes")
+    if not section:
+        return []
+    keys = ["name", "min_px", "max_px", "objects", "pixels", *SCORES, "detection_rate", "false_alarms",
+            "false_alarms_per_km2"]
+    return [{k: c.get(k) for k in keys} for c in section["classes"]]
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Every run folder under ``folder`` (itself included), innermost first, without nesting duplicates."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (give a sweep or run folder written by train.py)")
+    candidates = {p.parent for marker in (METRICS_FILE, "config.yaml") for p in folder.rglob(marker)}
+    candidates |= {p.parent.parent for p in folder.rglob(".hydra/config.yaml")}
+    runs = [c for c in candidates if not any(part in ("checkpoints", "csv", "wandb", "figures", ".hydra")
+                                             for part in c.relative_to(folder).parts)]
+    return sorted(runs)
+
+
+def collect_runs(folder: str | Path) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, str]]]:
+    """(runs table, size-class rows of every run, failed runs with the reason)."""
+    folder = Path(folder)
+    rows, classes, failed = [], [], []
+    for run in find_runs(folder):
+        name = str(run.relative_to(folder)) if run != folder else "."
+        path = run / METRICS_FILE
+        if not path.is_file():
+            failed.append({"run": name, "reason": "no metrics.json (the job failed or did not finish)"})
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+        except ValueError as exc:
+            failed.append({"run": name, "reason": f"unreadable metrics.json ({exc})"})
+            continue
+        rows.append({**run_row(metrics), "run": name})
+        classes.extend({**c, "run": name, "model": metrics.get("model"), "sigma": metrics.get("sigma"),
+                        "seed": metrics.get("seed")} for c in size_class_rows(metrics))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table = table[[c for c in RUN_COLUMNS if c in table] + [c for c in table if c not in RUN_COLUMNS]]
+    return table, classes, failed
+
+
+def summarise(table: pd.DataFrame, by: Sequence[str] = ("model", "sigma")) -> pd.DataFrame:
+    """Mean and standard deviation (over seeds) of the test scores per group; ``n`` runs per group."""
+    by = list(by)
+    missing = [c for c in by if c not in table]
+    if missing:
+        raise ValueError(f"--by {by}: column(s) {missing} not in the runs table ({list(table.columns)})")
+    descriptive = [c for c in ("architecture", "encoder", "params_M") if c in table and c not in by]
+    scores = [c for c in SCORES + ["average_precision"] if c in table]
+    grouped = table.groupby(by, dropna=False, sort=True)
+    out = grouped[descriptive].first() if descriptive else pd.DataFrame(index=grouped.size().index)
+    out["n"] = grouped.size()
+    for c in scores:
+        out[c] = grouped[c].mean()
+        out[f"{c}_std"] = grouped[c].std(ddof=1)  # NaN for a single seed
+    out = out.reset_index()
+    return out[descriptive + by + [c for c in out.columns if c not in descriptive + by]]
+
+
+def markdown_table(frame: pd.DataFrame, std: bool = True, digits: int = 3) -> str:
+    """A Markdown table; with ``std``, score columns read ``mean ± std`` where a std exists."""
+    if frame.empty:
+        return "(no runs)\n"
+    columns = [c for c in frame.columns if not c.endswith("_std")] if std else list(frame.columns)
+
+    def cell(row: pd.Series, c: str) -> str:
+        value = row[c]
+        if isinstance(value, float):
+            if math.isnan(value):
+                return ""
+            if c not in SCORE_LIKE:
+                return f"{value:g}"
+            text = f"{value:.{digits}f}"
+            spread = row.get(f"{c}_std") if std else None
+            if spread is not None and isinstance(spread, float) and not math.isnan(spread):
+                text += f" ± {spread:.{digits}f}"
+            return text
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for _, row in frame.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def size_class_summary(classes: list[dict[str, Any]], by: Sequence[str]) -> pd.DataFrame:
+    """Size-class scores, mean and std over seeds, per group and class."""
+    if not classes:
+        return pd.DataFrame()
+    frame = pd.DataFrame(classes)
+    keys = [c for c in by if c in frame] + ["name"]
+    grouped = frame.groupby(keys, dropna=False, sort=False)
+    out = grouped[["min_px", "max_px"]].first()
+    out["n"] = grouped.size()
+    for c in SCORES + ["detection_rate"]:
+        out[c] = grouped[c].mean()
+        out[f"{c}_std"] = grouped[c].std(ddof=1)
+    return out.reset_index()
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = temporary_sibling(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> dict[str, Any]:
+    """Write the report files into ``folder``; returns the tables and failures."""
+    from insarslide.figures import runs_figure, save_figure, size_class_figure
+
+    folder = Path(folder)
+    table, classes, failed = collect_runs(folder)
+    summary = summarise(table, by) if not table.empty else pd.DataFrame()
+    sizes = size_class_summary(classes, by)
+    for frame, name in ((table, "table_runs.csv"), (summary, "table_summary.csv"), (sizes, "table_size_classes.csv")):
+        _write_text(folder / name, frame.to_csv(index=False))
+    parts = [f"# Report: {folder}\n", f"{len(table)} run(s) with metrics, {len(failed)} without.\n",
+             f"## Test scores by {', '.join(by)} (mean ± std over seeds; Tables 6.1/6.2)\n", markdown_table(summary)]
+    if not sizes.empty:
+        parts += ["## Scores by landslide size (Figure 6.3)\n", markdown_table(sizes)]
+    parts += ["## Runs\n", markdown_table(table, std=False)]
+    if failed:
+        parts += ["## Runs without metrics\n", markdown_table(pd.DataFrame(failed), std=False)]
+    _write_text(folder / "report.md", "\n".join(parts))
+    if not summary.empty:
+        save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "runs.png")
+    if not sizes.empty:
+        keys = [c for c in by if c in sizes]
+        per_group = {" ".join(str(v) for v in key) if isinstance(key, tuple) else str(key):
+                     group.to_dict("records") for key, group in sizes.groupby(keys, dropna=False, sort=False)}
+        save_figure(size_class_figure(per_group), folder / "figures" / "size_classes.png")
+    return {"runs": table, "summary": summary, "size_classes": sizes, "failed": failed}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m insarslide.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep_dir", help="a multirun folder, a run folder, or any tree of runs")
+    parser.add_argument("--by", default="model,sigma", help="columns to group by (default: model,sigma)")
+    args = parser.parse_args(argv)
+    try:
+        result = write_report(args.sweep_dir, [c.strip() for c in args.by.split(",") if c.strip()])
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(result["summary"]))
+    for fail in result["failed"]:
+        print(f"no metrics: {fail['run']}: {fail['reason']}")
+    print(f"written: {Path(args.sweep_dir) / 'report.md'} and table_*.csv, figures/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Object and size-class metrics on hand-made masks; every expected value is worked out by hand below."""
+
+import numpy as np
+import pytest
+
+from insarslide.evaluation import ObjectTally, average_precision, object_sections, patch_objects, size_edges
+from insarslide.figures import COLOURS, difference_rgb
+
+
+def first_patch():
+    """8 x 8 patch. Ground truth: A = {(0,0), (1,1)} (one object only with 8-connectivity), B = rows 5-6 x cols 5-7.
+
+    Predicted: (0,0) in A; (5,5) in B; false positives (0,3), (7,2), (2,6), (2,7).
+    An invalid landslide pixel (4,0) and an invalid predicted pixel (7,7) never count.
+    """
+    landslide = np.zeros((8, 8), np.uint8)
+    landslide[0, 0] = landslide[1, 1] = 1
+    landslide[5:7, 5:8] = 1
+    landslide[4, 0] = 1
+    predicted = np.zeros((8, 8), bool)
+    for r, c in [(0, 0), (5, 5), (0, 3), (7, 2), (2, 6), (2, 7), (7, 7)]:
+        predicted[r, c] = True
+    valid = np.ones((8, 8), np.uint8)
+    valid[4, 0] = valid[7, 7] = 0
+    return landslide, predicted, valid
+
+
+def test_patch_objects_by_hand():
+    objects = patch_objects(*first_patch())
+    # A: 2 px, 1 hit; B: 6 px, 1 hit.
+    assert objects.area.tolist() == [2, 6] and objects.tp.tolist() == [1, 1]
+    # (0,3): 2.24 px from A's (1,1), 5.39 from B -> A. (7,2): 3.16 from B's (6,5), 6.08 from A -> B.
+    # (2,6), (2,7): 3 px from B's (5,6)/(5,7), 5.10 and 6.08 from A -> B.
+    assert objects.fp.tolist() == [1, 3]
+    # Regions touching no landslide: {(0,3)} -> A, {(7,2)} -> B, {(2,6),(2,7)} -> B (order of region labels).
+    assert sorted(objects.false_alarm_nearest.tolist()) == [0, 1, 1]
+    assert objects.unassigned_fp == 0
+
+
+def test_four_connected_pixels_would_be_two_objects_but_eight_connectivity_makes_one():
+    landslide = np.eye(3, dtype=np.uint8)  # a diagonal line
+    objects = patch_objects(landslide, np.zeros((3, 3), bool), np.ones((3, 3)))
+    assert objects.area.tolist() == [3]
+
+
+def tally_of_two_patches():
+    tally = ObjectTally(valid_area_km2=2.0)
+    tally.add(patch_objects(*first_patch()))
+    # Second patch: no landslide; one predicted region of 3 pixels -> 3 unassigned FP, 1 unassigned false alarm.
+    predicted = np.zeros((8, 8), bool)
+    predicted[3, 3:6] = True
+    tally.add(patch_objects(np.zeros((8, 8)), predicted, np.ones((8, 8))))
+    return tally
+
+
+def test_size_classes_and_objects_with_fixed_edges_by_hand():
+    out = object_sections(tally_of_two_patches(), edges=[2, 5], overlap=0.1)
+    small, medium, large = out["size_classes"]["classes"]
+    assert out["size_classes"]["edges_px"] == [2.0, 5.0] and out["size_classes"]["edges_from"] == "config"
+    # A (2 px) is medium (2 <= area <= 5), B (6 px) is large; no small object.
+    assert small["objects"] == 0 and small["pixels"] == 0 and small["recall"] == 0
+    # medium: TP 1, FP 1, FN 1 -> precision 1/2, recall 1/2, F1 1/2, IoU 1/3.
+    assert (medium["tp"], medium["fp"], medium["fn"]) == (1, 1, 1)
+    assert medium["precision"] == pytest.approx(0.5) and medium["recall"] == pytest.approx(0.5)
+    assert medium["f1"] == pytest.approx(0.5) and medium["iou"] == pytest.approx(1 / 3)
+    # large: TP 1, FP 3, FN 5 -> precision 1/4, recall 1/6, F1 2/10, IoU 1/9.
+    assert large["precision"] == pytest.approx(0.25) and large["recall"] == pytest.approx(1 / 6)
+    assert large["f1"] == pytest.approx(0.2) and large["iou"] == pytest.approx(1 / 9)
+    # Detection at 10 %: A 1/2, B 1/6 -> both. False alarms: 1 near A, 2 near B, 1 in the empty patch.
+    assert (medium["detected"], large["detected"]) == (1, 1)
+    assert (small["false_alarms"], medium["false_alarms"], large["false_alarms"]) == (0, 1, 2)
+    assert medium["false_alarms_per_km2"] == pytest.approx(0.5) and large["false_alarms_per_km2"] == pytest.approx(1.0)
+    assert out["size_classes"]["unassigned_fp"] == 3 and out["size_classes"]["unassigned_false_alarms"] == 1
+    objects = out["objects"]
+    assert (objects["objects"], objects["detected"], objects["false_alarms"]) == (2, 2, 4)
+    assert objects["false_alarms_per_km2"] == pytest.approx(2.0) and objects["detection_rate"] == 1.0
+
+
+def test_detection_needs_the_configured_overlap():
+    out = object_sections(tally_of_two_patches(), edges=[2, 5], overlap=0.2)
+    # B is covered 1/6 < 0.2: missed; A 1/2: detected.
+    assert out["objects"]["detected"] == 1 and out["objects"]["detection_rate"] == pytest.approx(0.5)
+    # Exactly the overlap counts as detected: A covered 1/2 at overlap 0.5.
+    assert object_sections(tally_of_two_patches(), edges=[2, 5], overlap=0.5)["objects"]["detected"] == 1
+
+
+def test_false_alarm_takes_the_class_of_the_object_nearest_to_its_closest_pixel():
+    # A at (0,0), B at (2,11); a false alarm along row 0, cols 2..7. Its pixel nearest any object is
+    # (0,2), 2 px from A. Its farthest pixels lean to B: (0,6) is 5.39 px from B and 6 from A.
+    landslide = np.zeros((3, 12), np.uint8)
+    landslide[0, 0] = landslide[2, 11] = 1
+    predicted = np.zeros((3, 12), bool)
+    predicted[0, 2:8] = True
+    objects = patch_objects(landslide, predicted, np.ones((3, 12)))
+    assert objects.false_alarm_nearest.tolist() == [0]
+    # Pixels: cols 2-5 nearer A (distance c vs sqrt(4 + (11 - c)^2)), cols 6-7 nearer B.
+    assert objects.fp.tolist() == [4, 2]
+
+
+def test_percentile_edges_by_hand():
+    # Areas 2 and 6: 33rd percentile 2 + 0.33 * 4 = 3.32, 66th 2 + 0.66 * 4 = 4.64 (linear interpolation).
+    (e1, e2), source = size_edges(np.array([2, 6]))
+    assert (e1, e2) == (pytest.approx(3.32), pytest.approx(4.64)) and source == "percentiles"
+    out = object_sections(tally_of_two_patches(), edges=None)
+    small, medium, large = out["size_classes"]["classes"]
+    assert (small["objects"], medium["objects"], large["objects"]) == (1, 0, 1)  # A small, B large
+
+
+def test_bad_edges_and_overlap_are_refused():
+    with pytest.raises(ValueError, match="size_edges"):
+        size_edges(np.array([1]), edges=[10, 5])
+    with pytest.raises(ValueError, match="object_overlap"):
+        object_sections(ObjectTally(), overlap=0)
+
+
+def test_average_precision_by_hand():
+    # Thresholds ascending: recall 1, 0.5, 0; precision 0.25, 1, (undefined -> 0).
+    # AP = (1 - 0.5) * 0.25 + (0.5 - 0) * 1 + 0 = 0.625.
+    assert average_precision(np.array([0.25, 1.0, 0.0]), np.array([1.0, 0.5, 0.0])) == pytest.approx(0.625)
+
+
+def test_difference_map_colours():
+    probability = np.array([[0.9, 0.9], [0.1, 0.1]])
+    landslide = np.array([[1, 0], [1, 0]])
+    valid = np.array([[1, 1], [1, 0]])
+    image = difference_rgb(probability, landslide, valid, 0.5)
+    assert tuple(image[0, 0]) == pytest.approx(COLOURS["tp"]) and tuple(image[0, 1]) == pytest.approx(COLOURS["fp"])
+    assert tuple(image[1, 0]) == pytest.approx(COLOURS["fn"]) and tuple(image[1, 1]) == pytest.approx(COLOURS["invalid"])
+    assert COLOURS["tp"][1] > COLOURS["tp"][0] and COLOURS["fp"][0] > COLOURS["fp"][1]  # green, red

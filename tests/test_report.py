@@ -1,0 +1,76 @@
+"""The sweep report on a fake sweep folder: two seeds, one other model, one failed job."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from insarslide.report import collect_runs, main, summarise, write_report
+
+
+def size_classes(recall_small: float) -> dict:
+    return {"edges_px": [156.0, 1043.0], "edges_from": "config", "classes": [
+        {"name": "small", "min_px": None, "max_px": 156.0, "objects": 4, "pixels": 300, "precision": 0.1,
+         "recall": recall_small, "f1": 0.1, "iou": 0.05, "detection_rate": 0.25},
+        {"name": "medium", "min_px": 156.0, "max_px": 1043.0, "objects": 3, "pixels": 1500, "precision": 0.2,
+         "recall": 0.2, "f1": 0.2, "iou": 0.1, "detection_rate": 0.5},
+        {"name": "large", "min_px": 1043.0, "max_px": None, "objects": 2, "pixels": 5000, "precision": 0.4,
+         "recall": 0.4, "f1": 0.4, "iou": 0.25, "detection_rate": 1.0}]}
+
+
+def fake_sweep(root):
+    runs = [("0", "segformer_b2", "Segformer", "mit_b2", 0.0, 1, 0.1, 0.02),
+            ("1", "segformer_b2", "Segformer", "mit_b2", 0.0, 2, 0.3, 0.06),
+            ("2", "unet_r34", "Unet", "resnet34", 0.0, 1, 0.05, 0.0)]
+    for folder, model, arch, encoder, sigma, seed, iou, recall_small in runs:
+        run = root / folder
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"seed: {seed}\n")
+        (run / "checkpoints").mkdir()
+        metrics = {"model": model, "architecture": arch, "encoder": encoder, "parameters": 24_700_000,
+                   "sigma": sigma, "seed": seed, "iou": iou, "f1": 2 * iou, "recall": iou + 0.1,
+                   "precision": iou + 0.2, "threshold": 0.4, "size_classes": size_classes(recall_small),
+                   "objects": {"detection_rate": 0.5, "false_alarms_per_km2": 1.5},
+                   "baselines": {"best_single_band": {"iou": 0.04}, "chosen_on": "validation"}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    failed = root / "3"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("seed: 3\n")
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+
+
+def test_report_tables_mean_std_and_failed_jobs(tmp_path):
+    fake_sweep(tmp_path)
+    table, classes, failed = collect_runs(tmp_path)
+    assert sorted(table["run"]) == ["0", "1", "2"] and table["params_M"].iloc[0] == 24.7
+    assert failed == [{"run": "3", "reason": "no metrics.json (the job failed or did not finish)"}]
+    summary = summarise(table).set_index(["model", "sigma"])
+    b2 = summary.loc[("segformer_b2", 0.0)]
+    # IoU 0.1 and 0.3: mean 0.2, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414.
+    assert b2["n"] == 2 and b2["iou"] == pytest.approx(0.2) and b2["iou_std"] == pytest.approx(0.1414, abs=1e-4)
+    assert b2["f1"] == pytest.approx(0.4) and b2["architecture"] == "Segformer" and b2["encoder"] == "mit_b2"
+    assert summary.loc[("unet_r34", 0.0), "n"] == 1 and pd.isna(summary.loc[("unet_r34", 0.0), "iou_std"])
+
+    result = write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "| Segformer | mit_b2 | 24.7 | segformer_b2 | 0 | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 |" in report
+    assert "0.200 ± 0.141" in report  # IoU mean ± std of the two seeds
+    assert "Runs without metrics" in report and "| 3 |" in report
+    written = pd.read_csv(tmp_path / "table_summary.csv")
+    assert len(written) == 2 and written["iou"].max() == pytest.approx(0.2)
+    sizes = pd.read_csv(tmp_path / "table_size_classes.csv")
+    small_b2 = sizes[(sizes["model"] == "segformer_b2") & (sizes["name"] == "small")].iloc[0]
+    assert small_b2["recall"] == pytest.approx(0.04) and small_b2["n"] == 2  # (0.02 + 0.06) / 2
+    assert (tmp_path / "figures" / "runs.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "size_classes.png").stat().st_size > 0
+    assert "best_single_band_iou" in result["runs"]
+
+
+def test_report_command_line(tmp_path, capsys):
+    fake_sweep(tmp_path)
+    assert main([str(tmp_path), "--by", "architecture,encoder,sigma"]) == 0
+    out = capsys.readouterr().out
+    assert "no metrics: 3" in out and "Segformer" in out
+    assert main([str(tmp_path), "--by", "colour"]) == 2
+    assert "colour" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing")]) == 2
