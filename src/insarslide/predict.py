@@ -107,8 +107,9 @@ class MapOptions:
             raise ValueError(f"quicklook.background={self.quicklook_background!r}: choose one of {list(BACKGROUNDS)}")
         if self.connectivity not in (4, 8):
             raise ValueError(f"maps.connectivity={self.connectivity}: must be 4 or 8")
-        if self.cog_blocksize < 16 or self.cog_blocksize % 16:
-            raise ValueError(f"maps.cog_blocksize={self.cog_blocksize}: must be a positive multiple of 16")
+        if self.cog_blocksize < 128 or self.cog_blocksize % 16:
+            raise ValueError(f"maps.cog_blocksize={self.cog_blocksize}: must be a multiple of 16, at least 128 "
+                             "(GDAL's COG driver)")
 
 
 # ------------------------------------------------------------------ windows
