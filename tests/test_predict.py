@@ -112,12 +112,15 @@ def test_window_origins_and_padding_indices():
 @pytest.mark.parametrize("padding", ["reflect", "zero"])
 @pytest.mark.parametrize("blend", ["hann", "gaussian"])
 def test_copy_band_model_reproduces_the_band_across_tile_borders(tmp_path, padding, blend):
-    path = make_scene(tmp_path / "s.nc", 150, 97)
+    valid = np.ones((150, 97), np.uint8)
+    valid[:90, 50:] = 0  # whole windows without a valid pixel are skipped; their neighbours still count
+    path = make_scene(tmp_path / "s.nc", 150, 97, valid=valid)
     options = WindowOptions(tile_size=64, overlap=0.5, blend=blend, padding=padding, batch_size=3)
     prob, blocks = assemble(phase_copy_module(), path, options)
-    expected = sigmoid(position_bands(150, 97)["phase"])
+    expected = np.where(valid == 1, sigmoid(position_bands(150, 97)["phase"]), np.nan)
     assert prob.shape == (150, 97)
-    assert np.abs(prob - expected).max() < 1e-5
+    np.testing.assert_array_equal(np.isnan(prob), valid == 0)
+    assert np.nanmax(np.abs(prob - expected)) < 1e-5
     # streamed: blocks arrive in order, none taller than a window stride
     assert [r for r, _ in blocks] == list(np.cumsum([0] + [h for _, h in blocks[:-1]]))
     assert max(h for _, h in blocks) <= options.stride
