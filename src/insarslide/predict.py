@@ -372,7 +372,8 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
             background = maps.quicklook_background if quicklook is not None else None
             for block in blend_scene(model, scene, window, device=device, precision=precision,
                                      background_band=background, on_windows=on_windows, timings=timings):
-                predicted = np.nan_to_num(block.probability, nan=-1.0) >= threshold  # False where no-data
+                # float32 comparison, as torch makes it in insarslide.metrics; False where no-data
+                predicted = np.nan_to_num(block.probability, nan=-1.0) >= np.float32(threshold)
                 result.valid_pixels += int(block.valid.sum())
                 if "probability" in writers:
                     writers["probability"].write_rows(block.row0, block.probability)
