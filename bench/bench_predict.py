@@ -7,8 +7,9 @@
    same windows in the same batches (before and after), and the whole of
    ``predict_scene`` (reading, blending, COG GeoTIFFs, polygons, quick-look)
    in between. Prints total / bare forward (target <= 1.15) and peak memory
-   above an idle child (same imports, model loaded) over the scene's float32
-   size, its seven bands (target <= 3).
+   above an idle child (same imports, model loaded, one forward of a full
+   batch: what the model itself needs) over the scene's float32 size, its
+   seven bands (target <= 3).
 2. ``--large`` scene (default 10000 x 10000; 0 skips it) with a small model
    (one 3 x 3 convolution): prints the peak memory (target < 3 GB).
 """
@@ -59,9 +60,9 @@ def bare_forward():
     return time.perf_counter() - start
 
 result = {"windows": n_rows * n_cols}
-if mode == "idle":
+if mode == "idle":  # imports, model, and one forward of a full batch: the model's own memory
     with torch.inference_mode():
-        model(torch.zeros(1, len(model.hparams.bands), options.tile_size, options.tile_size))
+        model(torch.zeros(options.batch_size, len(model.hparams.bands), options.tile_size, options.tile_size))
 elif mode == "time":
     result["bare_s"] = [bare_forward()]
     start = time.perf_counter()

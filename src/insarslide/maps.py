@@ -402,8 +402,11 @@ class QuickLook:
         else:
             shade, label = _stretched_db(base), "intensity (dB)"
         ax.imshow(np.nan_to_num(shade, nan=0.5), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        prob = np.ma.masked_invalid(self.probability)
-        image = ax.imshow(prob, cmap="inferno", vmin=0, vmax=1, alpha=0.6, interpolation="nearest")
+        probability = self.probability
+        # opacity grows with probability, so that the terrain shows through where the model sees nothing
+        opacity = np.where(np.isfinite(probability), 0.15 + 0.7 * np.nan_to_num(probability), 0.0)
+        image = ax.imshow(np.nan_to_num(probability), cmap="inferno", vmin=0, vmax=1, alpha=opacity,
+                          interpolation="nearest")
         handles = []
         for mask, colour, name in ((self.predicted, "#00e5ff", f"predicted (p >= {threshold:.3f})"),
                                    (self.truth, "#7CFC00", "true landslides")):
