@@ -33,7 +33,13 @@ def main(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from insarslide.predict import CheckpointError, OutputDirError, failure_summary, predict_scenes, print_report
+    from insarslide.predict import (
+        CheckpointError,
+        OutputDirError,
+        failure_summary,
+        predict_scenes,
+        print_report,
+    )
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -13,12 +13,13 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
+from conftest import CONF, REPO
+from data.scenes import PIXEL_M, make_scene, position_bands
 from pyproj import Geod
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
+from test_scene_reader import snap_export
 
-from conftest import CONF, REPO
-from data.scenes import PIXEL_M, make_scene, position_bands
 from insarslide.maps import QuickLook, RegionCollector
 from insarslide.module import LandslideSegmenter
 from insarslide.predict import (
@@ -35,7 +36,6 @@ from insarslide.predict import (
 )
 from insarslide.scene import open_scene
 from insarslide.spec import BANDS
-from test_scene_reader import snap_export
 
 PHASE = BANDS.index("phase")
 
@@ -296,7 +296,7 @@ def test_geographic_snap_export_and_a_one_pixel_scene_predict(tmp_path):
 
 
 def test_ungeoreferenced_scene_gets_pixel_outputs_and_a_warning(tmp_path):
-    path, expected = labelled_scene(tmp_path / "nocrs.nc", crs_wkt=None)
+    path, _ = labelled_scene(tmp_path / "nocrs.nc", crs_wkt=None)
     result = predict_scene(phase_copy_module(), path, tmp_path, threshold=0.5, window=SMALL, maps=FAST_MAPS)
     assert any("ungeoreferenced" in w for w in result.warnings)
     with rasterio.open(tmp_path / "nocrs_probability.tif") as tif:

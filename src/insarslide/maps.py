@@ -43,7 +43,7 @@ class MapGrid:
     crs_wkt: str | None
 
     @classmethod
-    def of_scene(cls, scene: Any) -> "MapGrid":
+    def of_scene(cls, scene: Any) -> MapGrid:
         height, width = scene.shape
         if not scene.georeferenced:
             return cls(height, width, Affine.identity(), None)

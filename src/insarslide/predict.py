@@ -449,7 +449,13 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     Raises :class:`OutputDirError`, :class:`CheckpointError` or ``ValueError``
     for problems that concern the whole call (nothing is written then).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     start = time.perf_counter()
     window = WindowOptions(**cfg.window)
