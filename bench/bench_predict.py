@@ -6,7 +6,9 @@
    network, random weights): one child times the bare model forward on the
    same windows in the same batches (before and after), and the whole of
    ``predict_scene`` (reading, blending, COG GeoTIFFs, polygons, quick-look)
-   in between. Prints total / bare forward (target <= 1.15) and peak memory
+   in between. Prints total / bare forward (target <= 1.15; the forward timed
+   inside the run, same batches at the same moment, and in the separate
+   passes, which drift with the load of a shared machine) and peak memory
    above an idle child (same imports, model loaded, one forward of a full
    batch: what the model itself needs) over the scene's float32 size, its
    seven bands (target <= 3).
@@ -141,7 +143,10 @@ def main() -> None:
         print(f"{args.size} x {args.size}, {args.model}, {run['windows']} windows of 256 x 256 (overlap 0.5, batch 8):")
         print(f"  bare forward {run['bare_s'][0]:.1f} s before, {run['bare_s'][1]:.1f} s after; "
               f"predict_scene {run['total_s']:.1f} s (of which forward inside {run['forward_s']:.1f} s)")
-        print(f"  ratio total / bare forward: {run['total_s'] / bare:.3f} (target <= 1.15)")
+        # The forward timed inside predict_scene runs the same batches at the same moment as the rest of the
+        # pipeline, so this ratio survives the load drift of a shared machine; the separate passes bracket it.
+        print(f"  ratio total / forward on the same windows in the run: {run['total_s'] / run['forward_s']:.3f} "
+              f"(target <= 1.15); total / mean of the separate bare passes: {run['total_s'] / bare:.3f}")
         print(f"  peak {run['peak_mb']:.0f} MB, {above:.0f} MB above the idle child ({idle['peak_mb']:.0f} MB); "
               f"scene float32 (7 bands) {scene_mb:.0f} MB; ratio {above / scene_mb:.2f} (target <= 3)")
         if args.large:
