@@ -1,0 +1,408 @@
+"""Scene-level prediction (DATA_SPEC section 5): blending, streaming, maps, refusals, command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+import xarray as xr
+from conftest import CONF, REPO
+from data.scenes import PIXEL_M, make_scene, position_bands
+from pyproj import Geod
+from rio_cogeo.cogeo import cog_validate
+from shapely.geometry import shape
+from test_scene_reader import snap_export
+
+from insarslide.maps import QuickLook, RegionCollector
+from insarslide.module import LandslideSegmenter
+from insarslide.predict import (
+    CheckpointError,
+    MapOptions,
+    OutputDirError,
+    WindowOptions,
+    blend_scene,
+    blend_weight,
+    predict_scene,
+    predict_scenes,
+    source_index,
+    window_origins,
+)
+from insarslide.scene import open_scene
+from insarslide.spec import BANDS
+
+PHASE = BANDS.index("phase")
+
+
+def conv_module(kernel_size: int = 1, padding_mode: str = "zeros", seed: int = 0) -> LandslideSegmenter:
+    """A module whose net is one Conv2d (rebuilt from its config when a checkpoint is loaded)."""
+    torch.manual_seed(seed)
+    net = {"_target_": "torch.nn.Conv2d", "in_channels": len(BANDS), "out_channels": 1,
+           "kernel_size": kernel_size, "padding": kernel_size // 2, "padding_mode": padding_mode}
+    return LandslideSegmenter(net=net, bands=list(BANDS)).eval()
+
+
+def phase_copy_module(threshold: float = 0.5) -> LandslideSegmenter:
+    """Pointwise model: logit = phase, so probability = sigmoid(phase) at every pixel."""
+    module = conv_module()
+    with torch.no_grad():
+        module.net.weight.zero_()
+        module.net.weight[0, PHASE] = 1.0
+        module.net.bias.zero_()
+        module.threshold.fill_(threshold)
+    return module
+
+
+def save_checkpoint(module: LandslideSegmenter, path: Path) -> Path:
+    import lightning as L
+
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+def assemble(module, scene_path, options: WindowOptions, **kwargs) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    with open_scene(scene_path) as scene:
+        blocks = list(blend_scene(module, scene, options, **kwargs))
+    return np.concatenate([b.probability for b in blocks]), [(b.row0, b.probability.shape[0]) for b in blocks]
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+
+def logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+SMALL = WindowOptions(tile_size=64, overlap=0.5, batch_size=4)
+FAST_MAPS = MapOptions(cog_blocksize=128)
+
+
+# ------------------------------------------------------------------ windows
+def test_hann_copies_half_a_tile_apart_sum_to_one_and_never_vanish():
+    line = np.sqrt(np.diag(blend_weight(8, "hann")))  # the weight is the outer product of one line
+    assert line[0] == pytest.approx(np.sin(np.pi / 16) ** 2, rel=1e-5)  # pixel centre 0.5 of 8
+    np.testing.assert_allclose(line[:4] + line[4:], 1.0, atol=1e-6)  # sin^2 + cos^2
+    assert blend_weight(8, "hann").min() > 0
+    assert blend_weight(8, "gaussian").min() > 0
+    np.testing.assert_array_equal(blend_weight(4, "uniform"), np.ones((4, 4), np.float32))
+
+
+def test_window_origins_and_padding_indices():
+    assert window_origins(300, 256, 128) == [-128, 0, 128, 256]
+    assert window_origins(1, 256, 128) == [-128, 0]
+    assert window_origins(512, 256, 256) == [0, 256]  # no overlap: no window before the scene
+    index, inside = source_index(np.arange(-2, 6), 4, "reflect")
+    np.testing.assert_array_equal(index, [2, 1, 0, 1, 2, 3, 2, 1])
+    np.testing.assert_array_equal(inside, [False, False, True, True, True, True, False, False])
+    index, _ = source_index(np.arange(-2, 6), 4, "zero")
+    np.testing.assert_array_equal(index, [0, 0, 0, 1, 2, 3, 3, 3])
+    np.testing.assert_array_equal(source_index(np.arange(-3, 3), 1, "reflect")[0], 0)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "zero"])
+@pytest.mark.parametrize("blend", ["hann", "gaussian"])
+def test_copy_band_model_reproduces_the_band_across_tile_borders(tmp_path, padding, blend):
+    valid = np.ones((150, 97), np.uint8)
+    valid[:90, 50:] = 0  # whole windows without a valid pixel are skipped; their neighbours still count
+    path = make_scene(tmp_path / "s.nc", 150, 97, valid=valid)
+    options = WindowOptions(tile_size=64, overlap=0.5, blend=blend, padding=padding, batch_size=3)
+    prob, blocks = assemble(phase_copy_module(), path, options)
+    expected = np.where(valid == 1, sigmoid(position_bands(150, 97)["phase"]), np.nan)
+    assert prob.shape == (150, 97)
+    np.testing.assert_array_equal(np.isnan(prob), valid == 0)
+    assert np.nanmax(np.abs(prob - expected)) < 1e-5
+    # streamed: blocks arrive in order, none taller than a window stride
+    assert [r for r, _ in blocks] == list(np.cumsum([0] + [h for _, h in blocks[:-1]]))
+    assert max(h for _, h in blocks) <= options.stride
+
+
+def test_constant_input_gives_constant_map(tmp_path):
+    bands = {name: np.full((130, 75), value, np.float32) for name, value in zip(BANDS, [0.5, 0.3, 0.2, 800, 0.01, 4, 35])}
+    path = make_scene(tmp_path / "c.nc", 130, 75, bands=bands)
+    module = conv_module(kernel_size=5, padding_mode="replicate", seed=1)
+    prob, _ = assemble(module, path, SMALL)
+    with torch.no_grad():
+        one_patch = torch.sigmoid(module(torch.from_numpy(np.stack([bands[b][:64, :64] for b in BANDS]))[None]))
+    assert np.ptp(prob) < 1e-6
+    assert prob[0, 0] == pytest.approx(float(one_patch[0, 0, 0]), abs=1e-6)
+
+
+def test_without_overlap_the_map_equals_patchwise_predictions(tmp_path):
+    path = make_scene(tmp_path / "p.nc", 128, 192)
+    module = conv_module(kernel_size=5, seed=2)
+    prob, _ = assemble(module, path, WindowOptions(tile_size=64, overlap=0.0, batch_size=2))
+    with open_scene(path) as scene:
+        bands, _, valid = scene.read_window(0, 128, 0, 192)
+    for r in range(0, 128, 64):
+        for c in range(0, 192, 64):
+            patch = torch.from_numpy(bands[None, :, r:r + 64, c:c + 64])
+            with torch.no_grad():
+                expected = torch.sigmoid(module(patch, torch.from_numpy(valid[None, r:r + 64, c:c + 64])))[0].numpy()
+            np.testing.assert_allclose(prob[r:r + 64, c:c + 64], expected, atol=1e-6)
+
+
+def test_bf16_autocast_stays_close_to_float32(tmp_path):
+    path = make_scene(tmp_path / "b.nc", 70, 70)
+    module = conv_module(kernel_size=3, seed=3)
+    full, _ = assemble(module, path, SMALL, precision="32")
+    half, _ = assemble(module, path, SMALL, precision="bf16")
+    assert np.abs(full - half).max() < 2e-2 and not np.array_equal(full, half)
+
+
+# ----------------------------------------------------------- region labels
+def test_regions_are_joined_across_blocks_with_the_connectivity_rule():
+    from rasterio.transform import Affine
+
+    from insarslide.maps import MapGrid
+
+    mask = np.array([[1, 0, 1, 0, 0],
+                     [1, 0, 1, 0, 0],
+                     [1, 1, 1, 0, 0],
+                     [0, 0, 0, 1, 0],   # touches the U only at a corner
+                     [0, 0, 0, 0, 0]], dtype=bool)
+    prob = np.where(mask, 0.8, 0.1).astype(np.float32)
+    prob[0, 0] = 0.95
+    grid = MapGrid(5, 5, Affine(30, 0, 0, 0, -30, 0), None)
+    for connectivity, expected_sizes in ((4, [7, 1]), (8, [8])):
+        regions = RegionCollector(grid, connectivity)
+        for row0 in range(0, 5, 2):  # blocks of two rows: the U is split at its arms
+            regions.add_rows(row0, mask[row0:row0 + 2], prob[row0:row0 + 2])
+        found = regions.regions()
+        assert [r["area_px"] for r in found] == expected_sizes
+        assert found[0]["max_probability"] == pytest.approx(0.95)
+        assert found[0]["geometry_px"].area == expected_sizes[0]  # pixel polygons: one unit square per pixel
+    assert [r["area_px"] for r in RegionCollector(grid, 4).regions()] == []
+
+
+def test_quicklook_keeps_a_small_landslide_when_reducing():
+    look = QuickLook(4, 4, max_px=2)
+    prob = np.arange(16, dtype=np.float32).reshape(4, 4)
+    prob[0, 0] = np.nan
+    predicted = np.zeros((4, 4), bool)
+    predicted[3, 3] = True
+    look.add_rows(0, prob[:3], predicted[:3], None, None)  # blocks of rows straddle the two calls
+    look.add_rows(3, prob[3:], predicted[3:], None, None)
+    np.testing.assert_allclose(look.probability, [[(1 + 4 + 5) / 3, (2 + 3 + 6 + 7) / 4],
+                                                  [(8 + 9 + 12 + 13) / 4, (10 + 11 + 14 + 15) / 4]])
+    np.testing.assert_array_equal(look.predicted, [[False, False], [False, True]])
+
+
+# ---------------------------------------------------------------- map files
+def labelled_scene(path: Path, h: int = 300, w: int = 257, crs_wkt: str | None = "utm") -> tuple[Path, dict]:
+    """Phase = logit(0.9) in two rectangles, logit(0.1) elsewhere; a no-data hole cuts rectangle B."""
+    bands = position_bands(h, w)
+    phase = np.full((h, w), logit(0.1), np.float32)
+    phase[20:30, 10:25] = logit(0.9)  # A: 10 x 15 = 150 px
+    phase[200:240, 100:140] = logit(0.9)  # B: 40 x 40, of which rows 200..209 are no-data
+    bands["phase"] = phase
+    valid = np.ones((h, w), np.uint8)
+    valid[190:210, :] = 0
+    landslide = np.zeros((h, w), np.uint8)
+    landslide[20:30, 10:20] = 1  # 100 true pixels inside A, 50 of A are false positives
+    landslide[250:260, 0:5] = 1  # 50 missed pixels
+    kwargs = {} if crs_wkt == "utm" else {"crs_wkt": crs_wkt}
+    make_scene(path, h, w, bands=bands, valid=valid, landslide=landslide, event_id=path.stem, **kwargs)
+    return path, {"A": 150, "B": 30 * 40, "tp": 100, "fp": 50 + 1200, "fn": 50}
+
+
+def test_maps_are_cogs_on_the_scene_grid_with_nodata(tmp_path):
+    path, expected = labelled_scene(tmp_path / "utm_scene.nc")
+    result = predict_scene(phase_copy_module(), path, tmp_path / "out", threshold=0.5, window=SMALL, maps=FAST_MAPS)
+    out = tmp_path / "out"
+    assert sorted(result.written) == sorted(f"utm_scene{s}" for s in ("_probability.tif", "_landslides.tif",
+                                                                     "_landslides.geojson", "_quicklook.png",
+                                                                     "_metrics.json"))
+    with open_scene(path) as scene:
+        bands, _, valid = scene.read_window(0, 300, 0, 257)
+        transform, crs = scene.transform, scene.crs_wkt
+    for name in ("utm_scene_probability.tif", "utm_scene_landslides.tif"):
+        is_cog, errors, _ = cog_validate(out / name)
+        assert is_cog, errors
+        with rasterio.open(out / name) as tif:
+            assert (tif.width, tif.height) == (257, 300)
+            assert tif.transform.to_gdal() == pytest.approx(transform)
+            assert tif.crs.to_epsg() == 32633 and rasterio.crs.CRS.from_wkt(crs) == tif.crs
+            data = tif.read(1)
+    with rasterio.open(out / "utm_scene_probability.tif") as tif:
+        prob = tif.read(1)
+    assert np.isnan(prob[valid == 0]).all() and np.isfinite(prob[valid == 1]).all()
+    np.testing.assert_allclose(prob[valid == 1], sigmoid(bands[PHASE])[valid == 1], atol=1e-5)
+    assert (data[valid == 0] == 255).all()
+    assert data[valid == 1].sum() == expected["A"] + expected["B"]
+    metrics = json.loads((out / "utm_scene_metrics.json").read_text())["pixel"]
+    assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (expected["tp"], expected["fp"], expected["fn"])
+    assert metrics["iou"] == pytest.approx(100 / (100 + 1250 + 50))
+    assert (out / "utm_scene_quicklook.png").stat().st_size > 0
+
+    collection = json.loads((out / "utm_scene_landslides.geojson").read_text())
+    features = collection["features"]
+    assert [f["properties"]["area_px"] for f in features] == [expected["A"], expected["B"]]
+    for feature, n in zip(features, (expected["A"], expected["B"]), strict=True):
+        props = feature["properties"]
+        assert props["area_m2"] == pytest.approx(n * PIXEL_M**2)
+        assert props["mean_probability"] == pytest.approx(0.9, abs=1e-5)
+        assert props["event_id"] == "utm_scene" and props["threshold"] == 0.5
+        lon, lat = np.array(feature["geometry"]["coordinates"][0]).T
+        assert (14.9 < lon).all() and (lon < 15.1).all() and (45.0 < lat).all() and (lat < 45.2).all()
+        geodesic_m2, _ = Geod(ellps="WGS84").geometry_area_perimeter(shape(feature["geometry"]))
+        # UTM areas are scaled by k0^2 = 0.9996^2 on the central meridian (15 E, where the scene lies)
+        assert geodesic_m2 == pytest.approx(n * PIXEL_M**2 / 0.9996**2, rel=2e-4)  # > 0: counter-clockwise
+
+
+def test_geographic_snap_export_and_a_one_pixel_scene_predict(tmp_path):
+    snap = snap_export(tmp_path / "snap_scene.nc", h=40, w=50)
+    one = make_scene(tmp_path / "one.nc", 1, 1, event_id="one_pixel")
+    module = phase_copy_module(threshold=0.6)
+    for path, event in ((snap, "lombok_2018"), (one, "one_pixel")):
+        predict_scene(module, path, tmp_path / "out", threshold=0.6, window=SMALL, maps=FAST_MAPS)
+        with open_scene(path) as scene, rasterio.open(tmp_path / "out" / f"{event}_landslides.tif") as tif:
+            assert (tif.height, tif.width) == scene.shape
+            assert tif.transform.to_gdal() == pytest.approx(scene.transform)
+            expected = (sigmoid(scene.read_window(0, scene.shape[0], 0, scene.shape[1])[0][PHASE]) >= 0.6)
+            np.testing.assert_array_equal(tif.read(1), expected.astype(np.uint8))
+        assert cog_validate(tmp_path / "out" / f"{event}_probability.tif")[0]
+    with rasterio.open(tmp_path / "out" / "lombok_2018_probability.tif") as tif:
+        assert tif.crs.to_epsg() == 4326
+    features = json.loads((tmp_path / "out" / "lombok_2018_landslides.geojson").read_text())["features"]
+    assert features
+    # Pixel areas on the WGS84 ellipsoid: the zone between two parallels over dlon has area
+    # b^2 dlon / 2 [q(lat2) - q(lat1)], q(lat) = s / (1 - e^2 s^2) + ln((1 + e s) / (1 - e s)) / (2e), s = sin(lat)
+    a, f = 6378137.0, 1 / 298.257223563
+    b, e = a * (1 - f), np.sqrt(f * (2 - f))
+
+    def q(lat_deg):
+        s = np.sin(np.radians(lat_deg))
+        return s / (1 - e**2 * s**2) + np.log((1 + e * s) / (1 - e * s)) / (2 * e)
+
+    with rasterio.open(tmp_path / "out" / "lombok_2018_landslides.tif") as tif:
+        mask, t = tif.read(1) == 1, tif.transform
+    edges = t.f + np.arange(mask.shape[0] + 1) * t.e
+    row_area = b**2 * np.radians(t.a) / 2 * np.abs(q(edges[:-1]) - q(edges[1:]))
+    assert sum(f["properties"]["area_m2"] for f in features) == pytest.approx((mask.sum(axis=1) * row_area).sum(),
+                                                                              rel=1e-7)
+    for feature in features:  # the polygon's geodesic area (edges are geodesics, not parallels) agrees closely
+        geodesic_m2, _ = Geod(ellps="WGS84").geometry_area_perimeter(shape(feature["geometry"]))
+        assert feature["properties"]["area_m2"] == pytest.approx(geodesic_m2, rel=1e-4)
+
+
+def test_ungeoreferenced_scene_gets_pixel_outputs_and_a_warning(tmp_path):
+    path, _ = labelled_scene(tmp_path / "nocrs.nc", crs_wkt=None)
+    result = predict_scene(phase_copy_module(), path, tmp_path, threshold=0.5, window=SMALL, maps=FAST_MAPS)
+    assert any("ungeoreferenced" in w for w in result.warnings)
+    with rasterio.open(tmp_path / "nocrs_probability.tif") as tif:
+        assert tif.crs is None and tif.transform == rasterio.Affine.identity()
+    collection = json.loads((tmp_path / "nocrs_landslides.geojson").read_text())
+    assert "pixel" in collection["coordinates"]
+    first = collection["features"][0]
+    assert first["properties"]["area_m2"] is None
+    assert shape(first["geometry"]).bounds == (10.0, 20.0, 25.0, 30.0)  # columns 10..25, rows 20..30
+
+
+def test_scene_without_valid_pixel_gives_nodata_maps_and_a_warning(tmp_path):
+    path = make_scene(tmp_path / "empty.nc", 40, 30, valid=np.zeros((40, 30), np.uint8), event_id="empty")
+    result = predict_scene(phase_copy_module(), path, tmp_path, threshold=0.5, window=SMALL, maps=FAST_MAPS)
+    assert any("no valid pixel" in w for w in result.warnings) and result.windows == 0
+    with rasterio.open(tmp_path / "empty_probability.tif") as p, rasterio.open(tmp_path / "empty_landslides.tif") as m:
+        assert np.isnan(p.read(1)).all() and (m.read(1) == 255).all()
+    assert json.loads((tmp_path / "empty_landslides.geojson").read_text())["features"] == []
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
+    path = make_scene(tmp_path / "k.nc", 40, 30, event_id="kept", labelled=False)
+    run = dict(threshold=0.5, window=SMALL, maps=FAST_MAPS)
+    first = predict_scene(phase_copy_module(), path, tmp_path, **run)
+    assert len(first.written) == 4 and "kept_metrics.json" not in first.written  # no labels: no metrics
+    polygons = tmp_path / "kept_landslides.geojson"
+    polygons.write_text("sentinel")
+    (tmp_path / "kept_landslides.tif").unlink()
+    again = predict_scene(phase_copy_module(), path, tmp_path, **run)
+    assert again.written == ["kept_landslides.tif"] and polygons.read_text() == "sentinel"
+    forced = predict_scene(phase_copy_module(), path, tmp_path, threshold=0.5, window=SMALL,
+                           maps=MapOptions(cog_blocksize=128, overwrite=True))
+    assert len(forced.written) == 4 and polygons.read_text() != "sentinel"
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+# ---------------------------------------------------------------- refusals
+def predict_config(tmp_path: Path, **overrides):
+    from hydra import compose, initialize_config_dir
+
+    base = [f"output_dir={tmp_path / 'maps'}", "progress=false", "window.tile_size=64", "maps.cog_blocksize=128"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="predict", overrides=base + [f"{k}={v}" for k, v in overrides.items()])
+
+
+def scene_without(path: Path, band: str) -> Path:
+    good = make_scene(path.with_name("full_" + path.name), 20, 20, event_id=path.stem)
+    with xr.open_dataset(good, engine="h5netcdf") as ds:
+        ds.drop_vars(band).load().to_netcdf(path, engine="h5netcdf")
+    good.unlink()
+    return path
+
+
+def test_checkpoint_threshold_is_used_and_the_command_line_wins(tmp_path):
+    path, expected = labelled_scene(tmp_path / "thr.nc")
+    ckpt = save_checkpoint(phase_copy_module(threshold=0.95), tmp_path / "m.ckpt")
+    report = predict_scenes(predict_config(tmp_path, checkpoint=ckpt, scenes=path, quicklook="{enabled:false}"))
+    assert report.threshold == pytest.approx(0.95) and not report.failures
+    pixel = json.loads((tmp_path / "maps" / "thr_metrics.json").read_text())["pixel"]
+    assert pixel["tp"] + pixel["fp"] == 0  # 0.9 < 0.95: nothing predicted
+    report = predict_scenes(predict_config(tmp_path, checkpoint=ckpt, scenes=path, threshold=0.5, overwrite=True))
+    pixel = json.loads((tmp_path / "maps" / "thr_metrics.json").read_text())["pixel"]
+    assert (pixel["tp"], pixel["fp"]) == (expected["tp"], expected["fp"])
+
+
+def test_refusals_name_the_problem_and_write_nothing(tmp_path):
+    ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt")
+    good = make_scene(tmp_path / "good.nc", 20, 20, event_id="good")
+    bad = scene_without(tmp_path / "bad.nc", "coherence")
+    report = predict_scenes(predict_config(tmp_path, checkpoint=ckpt, scenes=f"{tmp_path}/*.nc"))
+    assert [Path(s).name for s, _ in report.failures] == ["bad.nc"]
+    assert "bad.nc" in report.failures[0][1] and "coherence" in report.failures[0][1]
+    assert (tmp_path / "maps" / "good_landslides.tif").is_file()
+    assert not list((tmp_path / "maps").glob("bad*"))
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt"):
+        predict_scenes(predict_config(tmp_path / "j", checkpoint=junk, scenes=good))
+    assert not [p for p in (tmp_path / "j" / "maps").iterdir() if not p.name.startswith(".")]
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OutputDirError, match="a_file"):
+        predict_scenes(predict_config(tmp_path, checkpoint=ckpt, scenes=good, output_dir=blocker / "maps"))
+    assert bad.is_file()
+
+
+def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tmp_path):
+    ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt")
+    scenes = tmp_path / "scenes"
+    for name in ("s0", "s1", "s2"):
+        make_scene(scenes / f"{name}.nc", 20, 24, event_id=name)
+    scene_without(scenes / "s3.nc", "elevation")
+    out = tmp_path / "maps"
+    common = [sys.executable, str(REPO / "predict.py"), f"checkpoint={ckpt}", f"scenes={scenes}/*.nc",
+              f"output_dir={out}", "window.tile_size=64", "progress=false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}  # this checkout's code
+    done = subprocess.run(common[:2] + ["-m"] + common[2:] + ["num_shards=2", "shard=0,1"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode != 0
+    assert "s3.nc" in done.stderr and "elevation" in done.stderr
+    assert sorted(p.name for p in out.glob("*_landslides.tif")) == ["s0_landslides.tif", "s1_landslides.tif",
+                                                                    "s2_landslides.tif"]
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00" * 10)
+    done = subprocess.run(common[:2] + [f"checkpoint={junk}"] + common[3:], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 1 and "junk.ckpt" in done.stderr and "Traceback" not in done.stderr
