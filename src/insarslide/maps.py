@@ -176,7 +176,7 @@ class RegionCollector:
     one region from two blocks share edges exactly and merge cleanly).
     """
 
-    def __init__(self, grid: MapGrid, connectivity: int = 4):
+    def __init__(self, grid: MapGrid, connectivity: int = 8):
         if connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
         self.grid = grid

@@ -93,7 +93,7 @@ class WindowOptions:
 @dataclass(frozen=True)
 class MapOptions:
     min_area_px: int = 0
-    connectivity: int = 4
+    connectivity: int = 8  # as the evaluation's objects (insarslide.evaluation)
     cog_blocksize: int = 512
     gdal_cache_mb: int = 128
     quicklook: bool = True
