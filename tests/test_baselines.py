@@ -1,0 +1,99 @@
+"""Trivial baselines (insarslide.baselines) on hand-made pixel tables with worked-out answers."""
+
+import numpy as np
+import pytest
+
+from insarslide.baselines import (best_single_band_rule, band_rules, fit_logistic, local_features, pixel_scores,
+                                  pixel_table, roc_auc, sweep_thresholds)
+
+
+def test_pixel_scores_hand_counts():
+    # tp = 1 (pixel 0), fp = 2 (pixels 1, 2), fn = 1 (pixel 3)
+    s = pixel_scores(np.array([1, 1, 1, 0]), np.array([1, 0, 0, 1]))
+    assert (s.tp, s.fp, s.fn) == (1, 2, 1)
+    assert s.precision == pytest.approx(1 / 3) and s.recall == pytest.approx(1 / 2)
+    assert s.iou == pytest.approx(1 / 4)
+
+
+def test_threshold_sweep_picks_the_hand_worked_best():
+    # t=1: 3/6; t=2: tp3 fp2 -> 3/5; t=3: 2/5; t=4: 2/4; t=5: 1/4; t=6: 0
+    scores = np.array([1, 2, 3, 4, 5, 6], float)
+    labels = np.array([0, 1, 0, 1, 1, 0], bool)
+    t, s = sweep_thresholds(scores, labels, thresholds=np.arange(1, 7))
+    assert t == 2 and s.iou == pytest.approx(0.6) and (s.tp, s.fp, s.fn) == (3, 2, 0)
+    t, s = sweep_thresholds(scores, labels)  # candidates from the quantiles include every value here
+    assert t == 2 and s.iou == pytest.approx(0.6)
+
+
+def test_single_band_rule_finds_low_values_and_transfers():
+    names = ["intensity", "coherence"]
+    # coherence separates perfectly from below (landslide where <= 0.2); intensity at best 2/3
+    fit = np.array([[0.5, 0.1], [0.1, 0.2], [0.4, 0.8], [0.6, 0.9]])
+    labels = np.array([1, 1, 0, 0])
+    rule = best_single_band_rule(fit, labels, names)
+    assert (rule.name, rule.band, rule.direction, rule.threshold) == ("coherence", 1, -1, 0.2)
+    assert rule.fit_scores.iou == 1.0 and rule.describe() == "coherence <= 0.2"
+    intensity = band_rules(fit, labels, names)[0]
+    assert intensity.direction == -1 and intensity.fit_scores.iou == pytest.approx(2 / 3)
+    # applied unchanged to other pixels; NaN never fires
+    held_out = np.array([[9.0, 0.15], [9.0, 0.25], [0.0, np.nan], [0.0, 0.2]])
+    assert rule.predict(held_out).tolist() == [True, False, False, True]
+    assert rule.score(held_out)[0] == pytest.approx(-0.15)
+
+
+def test_roc_auc_textbook_values():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([1.0, 1.0]), np.array([0, 1])) == pytest.approx(0.5)  # a tie counts half
+    assert roc_auc(np.array([3.0, 2.0, 1.0]), np.array([1, 0, 0])) == 1.0
+    assert roc_auc(np.array([np.nan, 0.0]), np.array([1, 0])) == 0.0  # NaN ranks lowest
+    with pytest.raises(ValueError, match="both"):
+        roc_auc(np.zeros(3), np.zeros(3))
+
+
+def test_logistic_regression_recovers_a_known_model():
+    rng = np.random.default_rng(0)
+    n = 40_000
+    x = rng.normal(size=(n, 3)) * np.array([1.0, 2.0, 1.0]) + np.array([0.0, 5.0, 0.0])
+    # true model: logit = 2 x0 - 1.5 (x1 - 5)/2 ... written on the raw scale; x2 is irrelevant
+    logit = 2.0 * x[:, 0] - 0.75 * (x[:, 1] - 5.0) - 1.0
+    y = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
+    model = fit_logistic(x, y, ["a", "b", "c"], l2=0.0)
+    raw_coef = model.coef / model.scale
+    assert raw_coef[0] == pytest.approx(2.0, rel=0.08)
+    assert raw_coef[1] == pytest.approx(-0.75, rel=0.08)
+    assert abs(raw_coef[2]) < 0.06
+    # the probability at a point where the true logit is 0 is one half
+    p = model.predict_proba(np.array([[0.5, 5.0, 0.0]]))
+    assert p[0] == pytest.approx(0.5, abs=0.04)
+    assert 0 < model.threshold < 1 and model.fit_scores.iou > 0.5
+    assert model.predict(np.array([[3.0, 5.0, 0.0], [-3.0, 5.0, 0.0]])).tolist() == [True, False]
+
+
+def test_logistic_refuses_one_class():
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(np.zeros((4, 2)), np.zeros(4))
+
+
+def test_local_features_hand_window():
+    band = np.arange(9, dtype=float).reshape(1, 3, 3)
+    valid = np.ones((3, 3), bool)
+    feats = local_features(band, valid, size=3)
+    assert feats.shape == (2, 3, 3)
+    assert feats[0, 1, 1] == pytest.approx(4.0)
+    assert feats[1, 1, 1] == pytest.approx(np.sqrt(60 / 9))  # population std of 0..8
+    assert feats[0, 0, 0] == pytest.approx(2.0)  # window {0, 1, 3, 4}
+    assert feats[1, 0, 0] == pytest.approx(np.sqrt(2.5))
+    valid[1, 1] = False  # an invalid centre pixel is left out of every window
+    feats = local_features(band, valid, size=3)
+    assert feats[0, 1, 1] == pytest.approx(32 / 8)
+    assert feats[0, 0, 0] == pytest.approx(4 / 3)  # {0, 1, 3}
+
+
+def test_pixel_table_keeps_valid_pixels_and_names_columns():
+    bands = np.arange(8, dtype=float).reshape(2, 2, 2)
+    valid = np.array([[True, False], [True, True]])
+    table, names = pixel_table(bands, valid, ["a", "b"], local_size=3)
+    assert names == ["a", "b", "a_mean3", "b_mean3", "a_std3", "b_std3"]
+    assert table.shape == (3, 6)
+    assert table[:, 0].tolist() == [0.0, 2.0, 3.0] and table[:, 1].tolist() == [4.0, 6.0, 7.0]
+    assert table[0, 2] == pytest.approx((0 + 2 + 3) / 3)
