@@ -280,8 +280,8 @@ def land_cover(cfg: Mapping[str, Any], rng: np.random.Generator, dem: np.ndarray
 
     A share drawn from ``low_fraction`` of the scene is split between the cover
     types by ``cover_shares``; each type follows its own field (gentle low
-    terrain for vegetation and farmland, the highest ground for snow, thin
-    meandering lines for rivers, blobs for patches), independent of the landslides.
+    terrain for farmland, the highest ground for snow, thin
+    meandering lines for rivers, blobs for patches; forest anywhere), independent of the landslides.
     """
     shape = dem.shape
     h, w = shape
@@ -293,7 +293,8 @@ def land_cover(cfg: Mapping[str, Any], rng: np.random.Generator, dem: np.ndarray
     total = sum(shares.values()) or 1.0
     part = {k: share * v / total for k, v in shares.items()}
     low = np.zeros(shape, bool)
-    low |= _top_share(gentle + 0.6 * power_law_field(rng, shape, 3.0), part.get("vegetation", 0))
+    # Forest grows on steep slopes as well as gentle ones: its field ignores the terrain.
+    low |= _top_share(power_law_field(rng, shape, 3.0), part.get("vegetation", 0))
     # Farmland: rectangular parcels on gentle low ground, each ploughed or not.
     size = rng.uniform(*[float(v) for v in cfg["parcel_px"]], size=2)
     parcel = (np.arange(h)[:, None] // size[0]).astype(np.int64) * (w + 1) + (np.arange(w)[None, :] // size[1])
