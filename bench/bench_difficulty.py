@@ -24,7 +24,7 @@ from data_prep.simulate import simulate_dataset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TARGETS = (  # (label, value getter, low, high)
-    ("best single-band held-out IoU", lambda r: r["best_single_band"]["iou"], 0.0, 0.10),
+    ("best single-band held-out IoU", lambda r: r["best_held_out_single_band"]["iou"], 0.0, 0.10),
     ("coherence AUC", lambda r: r["bands"]["coherence"]["auc"], 0.70, 0.90),
     ("logistic regression held-out IoU", lambda r: r["logistic"]["iou"], 0.0, 0.15),
     ("region area p33 (px)", lambda r: r["labels"].get("area_p33_px", float("nan")), 156 / 2, 156 * 2),

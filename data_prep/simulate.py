@@ -27,7 +27,6 @@ Each scene is made in four steps (details, measured difficulty and figures: ``do
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import sys
@@ -44,8 +43,6 @@ from data_prep import dinsar
 from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.scene import write_scene
 from insarslide.spec import S1_WAVELENGTH_M
-
-log = logging.getLogger(__name__)
 
 HEADING_DEG = {"ASCENDING": -12.0, "DESCENDING": -165.0}
 SYNTHETIC_CRS_EPSG = 32633  # UTM zone 33N: a projected, metric grid

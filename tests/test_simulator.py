@@ -290,3 +290,45 @@ def test_tiled_unwrapping_agrees_with_one_tile():
     for unw in (one, tiled):
         offset = np.median(unw - truth)
         assert np.mean(np.abs(unw - truth - offset) < np.pi) > 0.999
+
+
+def test_truth_goes_to_the_sidecar_not_the_scene(tmp_path):
+    import json
+
+    import xarray as xr
+
+    cfg = simulator_config(n_scenes=1, size=[96, 128], seed=3, write_truth=True, landslides={"density_per_km2": 0.3})
+    path = simulate_dataset(cfg, tmp_path / "with", progress=False)[0]
+    with xr.open_dataset(path) as ds:
+        assert not any("landslides" in key for key in ds.attrs)  # the count would give the labels away
+    truth = np.load(path.parent / f"{path.stem}{TRUTH_SUFFIX}")
+    table = json.loads(str(truth["landslides"]))
+    assert int(truth["n_landslides"]) == len(table) > 0
+    assert truth["coherence_true"].shape == truth["los_landslide_m"].shape == (96, 128)
+    assert {row["inventory"] for row in table} <= {"polygon", "point", "missed"}
+    plain = simulate_dataset({**cfg, "write_truth": False}, tmp_path / "without", progress=False)[0]
+    assert list(plain.parent.glob(f"*{TRUTH_SUFFIX}")) == []
+
+
+def test_presets_compose_and_the_easy_one_gives_coherence_away():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+    from insarslide.baselines import roc_auc
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        default = compose("simulate")
+        easy = compose("simulate", overrides=["simulate@_global_=easy"])
+        quick = compose("train", overrides=["experiment=quickstart", "simulate@data.builder.settings=easy"])
+    assert default.processing.coherence_window_slc == [6, 6] and easy.processing.coherence_window_slc is None
+    assert quick.data.builder.settings.landslides.coherence_loss == easy.landslides.coherence_loss
+    auc = {}
+    for name, cfg in (("default", default), ("easy", easy)):
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        plain.update(size=[256, 256], seed=2)
+        plain["landslides"]["density_per_km2"] = 0.1
+        scene, _ = simulate_scene(plain, 0)
+        valid = scene["valid"].astype(bool)
+        auc[name] = roc_auc(-scene["bands"]["coherence"][valid], scene["landslide"][valid])
+    assert auc["easy"] > 0.95 > auc["default"], auc
