@@ -17,7 +17,6 @@ rules has learnt nothing a threshold could not do.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path

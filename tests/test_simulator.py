@@ -12,7 +12,8 @@ from conftest import simulator_config
 from data_prep import dinsar
 from insarslide.scene import validate_scene
 from data_prep import simulate
-from data_prep.simulate import (TRUTH_SUFFIX, area_quantiles, fractal_dem, layover_shadow, power_law_field,
+from data_prep.landslides import area_quantiles
+from data_prep.simulate import (TRUTH_SUFFIX, fractal_dem, layover_shadow, power_law_field,
                                 radial_spectrum_slope, simulate_dataset, simulate_scene, simulate_slc_pair,
                                 simulate_truth, viewing_geometry)
 from insarslide.spec import BANDS, S1_WAVELENGTH_M
