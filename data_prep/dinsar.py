@@ -61,9 +61,9 @@ def coherence_slc(pre: np.ndarray, post: np.ndarray, window: tuple[int, int] = (
                   looks_rg: int = 1) -> np.ndarray:
     """SNAP's coherence: a boxcar estimate over ``window`` (azimuth, range) SLC samples, then multilooked.
 
-    The small window on the SLC keeps the estimator's upward bias at low
-    coherence (a floor near ``sqrt(pi / 4N)`` for N independent samples), which
-    a window over already multilooked pixels would average away.
+    A small window keeps the estimator's upward bias at low coherence (a floor
+    near ``sqrt(pi / 4N)`` for N independent samples), which a large window
+    over multilooked pixels would average away.
     """
     cross = pre * np.conj(post)
     p1 = (pre.real**2 + pre.imag**2).astype(np.float32)

@@ -15,8 +15,8 @@ Each scene is made in four steps (details, measured difficulty and figures: ``do
 2. *A co-registered SLC pair* on a grid ``looks_az x looks_rg`` finer, with
    circular-Gaussian speckle correlated by the true coherence and, as in
    oversampled IW SLCs, between neighbouring samples.
-3. *DInSAR processing* with :mod:`data_prep.dinsar` (SNAP-like coherence on
-   the SLC then multilooked, interferogram, Goldstein filter, SNAPHU, phase to
+3. *DInSAR processing* with :mod:`data_prep.dinsar` (multilook, coherence
+   from a small SNAP-like window, Goldstein filter, SNAPHU, phase to
    displacement), so the bands carry the estimator bias and unwrapping errors
    of real products.
 4. *Writing* through :func:`insarslide.scene.write_scene`; truth-only fields
