@@ -2,7 +2,7 @@
 
     python bench/bench_simulator.py [--size 2048] [--seed 0]
 
-Target (issue 5): a 2048 x 2048 scene in at most 30 s on 2 cores with peak
+Target (issues 5 and 11): a 2048 x 2048 scene in at most 30 s on 2 cores with peak
 memory under 2 GB. Prints time per megapixel, the share spent in SNAPHU, and
 peak memory above an interpreter that only imported the same modules.
 """
@@ -28,9 +28,11 @@ if run:
     cfg = OmegaConf.to_container(OmegaConf.load(Path(sim.__file__).parents[1] / "conf" / "simulate.yaml"))
     cfg.update(size=[size, size], seed=seed)
     timings = {}
-    start = time.perf_counter()
+    cpu = lambda: sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                      for f in ("ru_utime", "ru_stime"))
+    start, cpu0 = time.perf_counter(), cpu()
     path = sim.write_simulated_scene(cfg, 0, work, timings)
-    result.update(seconds=time.perf_counter() - start, snaphu_s=timings["snaphu_s"])
+    result.update(seconds=time.perf_counter() - start, cpu_s=cpu() - cpu0, snaphu_s=timings["snaphu_s"])
 # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak across fork/exec)
 result["peak_mb"] = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 print(json.dumps(result))
@@ -56,6 +58,8 @@ def main() -> None:
     print(f"scene {args.size} x {args.size} ({mpix:.2f} Mpx), written to NetCDF")
     print(f"time: {run['seconds']:.1f} s = {run['seconds'] / mpix:.2f} s per megapixel "
           f"(target <= 30 s: {'met' if run['seconds'] <= 30 else 'NOT met'})")
+    print(f"CPU time (all threads and the SNAPHU processes): {run['cpu_s']:.1f} s; on a shared machine the wall "
+          f"time overstates what 2 idle cores need, CPU time / 2 understates it")
     print(f"SNAPHU: {run['snaphu_s']:.1f} s = {run['snaphu_s'] / run['seconds']:.0%} of the time")
     print(f"peak memory: {run['peak_mb']:.0f} MB, {above:.0f} MB above an idle interpreter with the same imports "
           f"(target < 2048 MB: {'met' if run['peak_mb'] < 2048 else 'NOT met'})")

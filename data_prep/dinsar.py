@@ -57,19 +57,28 @@ def multilook_products(pre: np.ndarray, post: np.ndarray, looks_az: int, looks_r
     return interferogram(pre, post, looks_az, looks_rg), intensity(pre, looks_az, looks_rg), intensity(post, looks_az, looks_rg)
 
 
-def coherence(
-    pre: np.ndarray, post: np.ndarray, looks_az: int = 1, looks_rg: int = 1, window: int = 5
-) -> np.ndarray:
-    """Coherence magnitude: boxcar estimate over ``window x window`` multilooked pixels.
+def coherence_slc(pre: np.ndarray, post: np.ndarray, window: tuple[int, int] = (10, 10), looks_az: int = 1,
+                  looks_rg: int = 1) -> np.ndarray:
+    """SNAP's coherence: a boxcar estimate over ``window`` (azimuth, range) SLC samples, then multilooked.
 
-    The sample estimator is biased upwards at low coherence, as in SNAP's, which
-    is intended: the simulator's coherence band should carry that bias.
+    A small window keeps the estimator's upward bias at low coherence (a floor
+    near ``sqrt(pi / 4N)`` for N independent samples), which a large window
+    over multilooked pixels would average away.
     """
-    return coherence_from_products(*multilook_products(pre, post, looks_az, looks_rg), window=window)
+    cross = pre * np.conj(post)
+    p1 = (pre.real**2 + pre.imag**2).astype(np.float32)
+    p2 = (post.real**2 + post.imag**2).astype(np.float32)
+    size = (int(window[0]), int(window[1]))
+    num = np.hypot(ndimage.uniform_filter(cross.real, size, mode="reflect"),
+                   ndimage.uniform_filter(cross.imag, size, mode="reflect"))
+    den = np.sqrt(ndimage.uniform_filter(p1, size, mode="reflect") * ndimage.uniform_filter(p2, size, mode="reflect"))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma = np.clip(np.nan_to_num(num / den, nan=0.0), 0.0, 1.0)
+    return multilook(gamma, looks_az, looks_rg).astype(np.float32)
 
 
 def coherence_from_products(cross: np.ndarray, p1: np.ndarray, p2: np.ndarray, window: int = 5) -> np.ndarray:
-    """Windowed coherence estimate from multilooked products (see :func:`coherence`)."""
+    """Windowed coherence estimate over ``window x window`` multilooked pixels (biased upwards at low coherence)."""
     size = (window, window)
     num_re = ndimage.uniform_filter(cross.real, size, mode="reflect")
     num_im = ndimage.uniform_filter(cross.imag, size, mode="reflect")
@@ -223,16 +232,24 @@ def phase_std_theory(gamma: float, looks: int, samples: int = 4001) -> float:
 def process_pair(pre: np.ndarray, post: np.ndarray, proc: Mapping[str, Any], invalid: np.ndarray | None = None,
                  wavelength_m: float = S1_WAVELENGTH_M, timings: dict | None = None) -> dict[str, np.ndarray]:
     """Run a co-registered SLC pair through the NumPy DInSAR chain; bands on the multilooked grid."""
-    products = multilook_products(pre, post, int(proc["looks_az"]), int(proc["looks_rg"]))
-    return process_products(*products, proc, invalid, wavelength_m, timings)
+    looks_az, looks_rg = int(proc["looks_az"]), int(proc["looks_rg"])
+    products = multilook_products(pre, post, looks_az, looks_rg)
+    window = proc.get("coherence_window_slc") if hasattr(proc, "get") else None
+    coh = coherence_slc(pre, post, (int(window[0]), int(window[1])), looks_az, looks_rg) if window else None
+    return process_products(*products, proc, invalid, wavelength_m, timings, coherence=coh)
 
 
 def process_products(ifg: np.ndarray, p_pre: np.ndarray, p_post: np.ndarray, proc: Mapping[str, Any],
                      invalid: np.ndarray | None = None, wavelength_m: float = S1_WAVELENGTH_M,
-                     timings: dict | None = None) -> dict[str, np.ndarray]:
-    """The chain after multilooking: coherence, Goldstein filter, SNAPHU, displacement."""
+                     timings: dict | None = None, coherence: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The chain after multilooking: coherence, Goldstein filter, SNAPHU, displacement.
+
+    ``coherence``: an estimate made on the SLC (:func:`coherence_slc`); without
+    it, coherence is estimated over ``proc.coherence_window`` multilooked pixels.
+    """
     timings = timings if timings is not None else {}
-    coh = coherence_from_products(ifg, p_pre, p_post, window=int(proc["coherence_window"]))
+    coh = coherence if coherence is not None else coherence_from_products(
+        ifg, p_pre, p_post, window=int(proc["coherence_window"]))
     intensity = p_post
     filtered = goldstein_filter(ifg, alpha=float(proc["goldstein_alpha"]), fft_size=int(proc["goldstein_fft_size"]))
     phase = np.angle(filtered).astype(np.float32)

@@ -1,33 +1,36 @@
-"""A physically based simulator of Sentinel-1 InSAR landslide scenes (DATA_SPEC section 1).
+"""A physically based simulator of Sentinel-1 InSAR landslide scenes (``docs/data_format.md``).
 
-    python -m data_prep.simulate out_dir=DIR n_scenes=N seed=S size=[H,W]
+    python -m data_prep.simulate out_dir=DIR n_scenes=N seed=S size=[H,W] [simulate@_global_=easy]
 
-Each scene is made in four steps (details and figures: ``docs/simulator.md``):
+Each scene is made in four steps (details, measured difficulty and figures: ``docs/simulator.md``):
 
-1. *Truth on the output grid (30 m)*: a fractal DEM; Sentinel-1 IW viewing
-   geometry (right-looking, ascending or descending, incidence growing across
-   range) giving the local incidence angle, layover and shadow; landslides on
-   steep slopes with heavy-tailed areas, downslope motion projected on the
-   line of sight, coherence loss (total inside, partial at the margins) and the
-   intensity change of scar and deposit; an atmospheric phase screen
-   (power-law turbulence plus a topography-correlated part); spatially varying
-   temporal and vegetation decorrelation; lakes; distractors (atmospheric
-   blobs, decorrelated patches that are not landslides, unwrapping jumps).
-2. *A co-registered SLC pair* on a grid ``looks_az x looks_rg`` times finer,
-   with circular-Gaussian speckle correlated by the true coherence.
-3. *DInSAR processing* with :mod:`data_prep.dinsar` (interferogram, multilook,
-   windowed coherence estimate, Goldstein filter, SNAPHU, phase to displacement),
-   so the bands carry the estimator bias and unwrapping errors of real products.
-4. *Writing* through :func:`insarslide.scene.write_scene`, the one scene writer.
+1. *Truth on the output grid (30 m)*: a fractal DEM scaled to a drawn median
+   slope; Sentinel-1 IW viewing geometry with layover (direct and indirect) and
+   shadow by ray tracing along range; land cover with low-coherence areas
+   (vegetation, farmland, snow, rivers, decorrelated patches); landslides with
+   inventory-like sizes, clusters, runout, per-landslide coherence loss, smooth
+   downslope motion and intensity change; an inventory made from them with
+   misregistration, missed landslides and buffered points; atmosphere, DEM
+   error and an orbital ramp in the phase.
+2. *A co-registered SLC pair* on a grid ``looks_az x looks_rg`` finer, with
+   circular-Gaussian speckle correlated by the true coherence and, as in
+   oversampled IW SLCs, between neighbouring samples.
+3. *DInSAR processing* with :mod:`data_prep.dinsar` (multilook, coherence
+   from a small SNAP-like window, Goldstein filter, SNAPHU, phase to
+   displacement), so the bands carry the estimator bias and unwrapping errors
+   of real products.
+4. *Writing* through :func:`insarslide.scene.write_scene`; truth-only fields
+   (landslide count, true coherence, true motion) go to an optional sidecar
+   ``<event_id>.truth.npz`` (``write_truth=true``), never into the scene.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Mapping
@@ -36,14 +39,14 @@ import numpy as np
 from scipy import ndimage
 
 from data_prep import dinsar
+from data_prep.landslides import draw, place_landslides, shift_label
+from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.scene import write_scene
-from insarslide.atomic import write_json_atomic
 from insarslide.spec import S1_WAVELENGTH_M
-
-log = logging.getLogger(__name__)
 
 HEADING_DEG = {"ASCENDING": -12.0, "DESCENDING": -165.0}
 SYNTHETIC_CRS_EPSG = 32633  # UTM zone 33N: a projected, metric grid
+TRUTH_SUFFIX = ".truth.npz"
 
 
 def _cfg(section: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
@@ -92,6 +95,7 @@ class Geometry:
     look_east: np.ndarray  # unit vector ground -> satellite, per pixel (E, N, U)
     look_north: np.ndarray
     look_up: np.ndarray
+    near_range_west: bool  # near range at column 0
 
 
 def viewing_geometry(shape: tuple[int, int], orbit: str, inc_near_deg: float, inc_far_deg: float) -> Geometry:
@@ -102,14 +106,42 @@ def viewing_geometry(shape: tuple[int, int], orbit: str, inc_near_deg: float, in
     # opposite that direction: for ascending (look to the east) the west edge.
     look_az = heading + math.pi / 2
     ramp = np.linspace(inc_near_deg, inc_far_deg, w, dtype=np.float64)
-    if math.sin(look_az) < 0:  # looking west: near range is the east edge
+    near_west = math.sin(look_az) >= 0
+    if not near_west:  # looking west: near range is the east edge
         ramp = ramp[::-1]
     inc = np.broadcast_to(np.radians(ramp)[None, :], (h, w))
     # Vector from ground to satellite: opposite the horizontal look direction, tilted up by the incidence.
     east = (-np.sin(inc) * math.sin(look_az)).astype(np.float32)
     north = (-np.sin(inc) * math.cos(look_az)).astype(np.float32)
     up = np.cos(inc).astype(np.float32)
-    return Geometry(HEADING_DEG[orbit], np.degrees(inc[0]), east, north, up)
+    return Geometry(HEADING_DEG[orbit], np.degrees(inc[0]), east, north, up, near_west)
+
+
+def layover_shadow(dem_m: np.ndarray, incidence_deg: np.ndarray, pixel_m: float, near_range_west: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Layover (direct and indirect) and shadow by tracing each range line from near to far range.
+
+    With ground range ``x`` and height ``z`` at incidence ``theta``, the slant
+    range is ``x sin(theta) - z cos(theta)``: a pixel is in layover when a
+    nearer pixel maps to a longer slant range or a farther one to a shorter
+    (so the pixels that fold onto a steep fore-slope are masked too). The ray
+    from a pixel to the satellite rises ``cot(theta)`` per metre towards near
+    range: the pixel is in shadow when ``z + x cot(theta)`` of a nearer pixel is higher.
+    Columns are range (the grid is aligned with the orbit, as in this simulator).
+    """
+    z = np.asarray(dem_m, dtype=np.float64)
+    theta = np.radians(np.asarray(incidence_deg, dtype=np.float64))[None, :]
+    if not near_range_west:
+        z, theta = z[:, ::-1], theta[:, ::-1]
+    x = np.arange(z.shape[1], dtype=np.float64)[None, :] * pixel_m
+    slant = x * np.sin(theta) - z * np.cos(theta)
+    layover = slant < np.maximum.accumulate(slant, axis=1)
+    layover |= slant > np.minimum.accumulate(slant[:, ::-1], axis=1)[:, ::-1]
+    ray = z + x / np.tan(theta)
+    shadow = ray < np.maximum.accumulate(ray, axis=1)
+    if not near_range_west:
+        layover, shadow = layover[:, ::-1], shadow[:, ::-1]
+    return np.ascontiguousarray(layover), np.ascontiguousarray(shadow & ~layover)
 
 
 def terrain_normals(dem_m: np.ndarray, pixel_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -118,65 +150,21 @@ def terrain_normals(dem_m: np.ndarray, pixel_m: float) -> tuple[np.ndarray, np.n
     dz_drow = np.gradient(dem_m, pixel_m, axis=0) if dem_m.shape[0] > 1 else np.zeros_like(dem_m)
     dz_dcol = np.gradient(dem_m, pixel_m, axis=1) if dem_m.shape[1] > 1 else np.zeros_like(dem_m)
     dz_de, dz_dn = dz_dcol, -dz_drow
-    norm = np.sqrt(dz_de**2 + dz_dn**2 + 1)
+    norm_ = np.sqrt(dz_de**2 + dz_dn**2 + 1)
     slope = np.arctan(np.hypot(dz_de, dz_dn))
-    return -dz_de / norm, -dz_dn / norm, 1 / norm, slope
+    return -dz_de / norm_, -dz_dn / norm_, 1 / norm_, slope
 
 
-@dataclass
-class Landslide:
-    row: float
-    col: float
-    area_px: int
-    displacement_m: float
-
-
-def sample_areas(rng: np.random.Generator, n: int, median_px: float, log_sigma: float,
-                 min_px: float, max_px: float) -> np.ndarray:
-    """Truncated log-normal landslide areas (inverse-CDF sampling, so truncation keeps the shape)."""
-    from scipy.stats import norm
-
-    lo, hi = norm.cdf((np.log(min_px) - np.log(median_px)) / log_sigma), norm.cdf((np.log(max_px) - np.log(median_px)) / log_sigma)
-    u = rng.uniform(lo, hi, size=n)
-    return np.exp(np.log(median_px) + log_sigma * norm.ppf(u))
-
-
-def area_quantiles(median_px: float, log_sigma: float, min_px: float, max_px: float, q: np.ndarray) -> np.ndarray:
-    """Quantiles of the configured truncated log-normal area distribution."""
-    from scipy.stats import norm
-
-    lo, hi = norm.cdf((np.log(min_px) - np.log(median_px)) / log_sigma), norm.cdf((np.log(max_px) - np.log(median_px)) / log_sigma)
-    return np.exp(np.log(median_px) + log_sigma * norm.ppf(lo + np.asarray(q) * (hi - lo)))
-
-
-def landslide_shape(rng: np.random.Generator, area_px: float, downslope_rad: float, elongation: float,
-                    roughness: float) -> np.ndarray:
-    """Boolean footprint: an ellipse elongated downslope with a rough boundary, of about ``area_px`` pixels."""
-    harmonics = np.arange(2, 6)
-    amps = rng.normal(0, roughness, size=harmonics.size) / harmonics
-    phases = rng.uniform(0, 2 * np.pi, size=harmonics.size)
-    scale = math.sqrt(1 + 0.5 * float((amps**2).sum()))  # keep the mean area despite the rough boundary
-    a = math.sqrt(area_px * elongation / math.pi) / scale
-    b = math.sqrt(area_px / (elongation * math.pi)) / scale
-    r = int(math.ceil(a * (1 + np.abs(amps).sum()) + 2))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float64)
-    # Along/across the downslope direction (downslope azimuth measured from north, clockwise).
-    east, north = xx, -yy
-    along = east * math.sin(downslope_rad) + north * math.cos(downslope_rad)
-    across = east * math.cos(downslope_rad) - north * math.sin(downslope_rad)
-    theta = np.arctan2(across / b, along / a)
-    radius = 1 + (amps[:, None, None] * np.cos(harmonics[:, None, None] * theta + phases[:, None, None])).sum(0)
-    return (along / a) ** 2 + (across / b) ** 2 <= radius**2
-
-
-def _place(canvas: np.ndarray, stamp: np.ndarray, row: int, col: int, value: Any = True) -> None:
-    h, w = canvas.shape
-    r = stamp.shape[0] // 2
-    r0, r1, c0, c1 = row - r, row + r + 1, col - r, col + r + 1
-    sr0, sc0 = max(0, -r0), max(0, -c0)
-    sr1, sc1 = stamp.shape[0] - max(0, r1 - h), stamp.shape[1] - max(0, c1 - w)
-    target = canvas[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)]
-    target[stamp[sr0:sr1, sc0:sc1]] = value
+def fractal_dem(rng: np.random.Generator, shape: tuple[int, int], terrain: Mapping[str, Any], pixel_m: float
+                ) -> np.ndarray:
+    """A fractal DEM whose median slope is drawn from ``terrain.median_slope_deg`` (whatever the scene size)."""
+    base = power_law_field(rng, shape, float(terrain["spectral_exponent"]))
+    ridges = ((base - base.min()) / max(float(np.ptp(base)), 1e-9)) ** float(terrain["valley_sharpness"])
+    *_, slope = terrain_normals(ridges.astype(np.float64), pixel_m)
+    median_tan = float(np.median(np.tan(slope))) if slope.size > 1 else 0.0
+    target = math.tan(math.radians(draw(rng, terrain["median_slope_deg"])))
+    scale = target / median_tan if median_tan > 0 else 0.0  # tan(slope) scales linearly with the relief
+    return float(terrain["base_elevation_m"]) + scale * ridges
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, int], count: int, radius_px: tuple[float, float]) -> np.ndarray:
@@ -192,17 +180,56 @@ def _blobs(rng: np.random.Generator, shape: tuple[int, int], count: int, radius_
     return field
 
 
+def _top_share(score: np.ndarray, share: float) -> np.ndarray:
+    """The ``share`` of pixels with the highest score."""
+    if share <= 0 or score.size == 0:
+        return np.zeros(score.shape, bool)
+    return score > np.quantile(score, 1 - min(share, 1.0))
+
+
+def land_cover(cfg: Mapping[str, Any], rng: np.random.Generator, dem: np.ndarray, slope: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """True background coherence and the low-coherence land-cover mask (vegetation, farmland, snow, rivers, patches).
+
+    A share drawn from ``low_fraction`` of the scene is split between the cover
+    types by ``cover_shares``; each type follows its own field (gentle low
+    terrain for farmland, the highest ground for snow, thin
+    meandering lines for rivers, blobs for patches; forest anywhere), independent of the landslides.
+    """
+    shape = dem.shape
+    h, w = shape
+    temporal = np.clip(float(cfg["mean"]) + float(cfg["variation"]) * power_law_field(rng, shape, 4.0), 0.05, 0.98)
+    relief = (dem - dem.min()) / max(float(np.ptp(dem)), 1e-9)
+    gentle = np.clip(1 - np.degrees(slope) / 35, 0, 1) * (1 - relief)
+    share = draw(rng, cfg["low_fraction"])
+    shares = {k: float(v) for k, v in cfg["cover_shares"].items()}
+    total = sum(shares.values()) or 1.0
+    part = {k: share * v / total for k, v in shares.items()}
+    low = np.zeros(shape, bool)
+    # Forest grows on steep slopes as well as gentle ones: its field ignores the terrain.
+    low |= _top_share(power_law_field(rng, shape, 3.0), part.get("vegetation", 0))
+    # Farmland: rectangular parcels on gentle low ground, each ploughed or not.
+    size = rng.uniform(*[float(v) for v in cfg["parcel_px"]], size=2)
+    parcel = (np.arange(h)[:, None] // size[0]).astype(np.int64) * (w + 1) + (np.arange(w)[None, :] // size[1])
+    _, inverse = np.unique(parcel, return_inverse=True)
+    parcel_score = rng.uniform(size=inverse.max() + 1)[inverse.reshape(shape)] + gentle
+    low |= _top_share(parcel_score, part.get("farmland", 0))
+    low |= _top_share(dem + 0.02 * float(np.ptp(dem)) * power_law_field(rng, shape, 3.0), part.get("snow", 0))
+    low |= _top_share(-np.abs(power_law_field(rng, shape, 3.5)), part.get("rivers", 0))
+    low |= _top_share(np.abs(_blobs(rng, shape, 6, (4, 25))), part.get("patches", 0))
+    lo, hi = (float(v) for v in cfg["low_level"])
+    level = lo + (hi - lo) * np.clip(0.5 + 0.3 * power_law_field(rng, shape, 3.0), 0, 1)
+    return np.where(low, level, temporal), low
+
+
 def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.random.Generator) -> dict[str, Any]:
     """Every true field of one scene on the output grid (no processing yet)."""
     h, w = shape
     pixel_m = float(_cfg(cfg, "pixel_size_m", 30.0))
-    terrain, geom_cfg, ls_cfg = cfg["terrain"], cfg["geometry"], cfg["landslides"]
-    coh_cfg, atm_cfg, water_cfg = cfg["coherence"], cfg["atmosphere"], cfg["water"]
+    wavelength_m = float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M))
+    geom_cfg, ls_cfg, atm_cfg = cfg["geometry"], cfg["landslides"], cfg["atmosphere"]
 
-    # Terrain: fractal surface; a power > 1 of the normalised field widens valleys and sharpens ridges.
-    base = power_law_field(rng, shape, float(terrain["spectral_exponent"]))
-    ridges = (base - base.min()) / max(np.ptp(base), 1e-9)
-    dem = float(terrain["base_elevation_m"]) + float(terrain["relief_m"]) * ridges ** float(terrain["valley_sharpness"])
+    dem = fractal_dem(rng, shape, cfg["terrain"], pixel_m)
     n_e, n_n, n_u, slope = terrain_normals(dem, pixel_m)
     downslope_az = np.arctan2(-n_e, -n_n) + np.pi  # azimuth of steepest descent, from north clockwise
 
@@ -212,97 +239,60 @@ def simulate_truth(cfg: Mapping[str, Any], shape: tuple[int, int], rng: np.rando
     geometry = viewing_geometry(shape, orbit, float(geom_cfg["incidence_near_deg"]), float(geom_cfg["incidence_far_deg"]))
     cos_lia = np.clip(n_e * geometry.look_east + n_n * geometry.look_north + n_u * geometry.look_up, -1, 1)
     lia_deg = np.degrees(np.arccos(cos_lia))
-    # Terrain slope seen in the range plane decides layover (steeper towards the
-    # radar than the incidence) and shadow (steeper away than 90 - incidence).
-    look_h = np.hypot(geometry.look_east, geometry.look_north)
-    ground_range_slope = -(n_e * geometry.look_east + n_n * geometry.look_north) / (look_h * n_u)
-    alpha = np.arctan(-ground_range_slope)  # > 0: terrain faces the radar
-    inc = np.radians(np.broadcast_to(geometry.incidence_deg[None, :], shape))
-    layover = alpha > inc
-    shadow = alpha < inc - np.pi / 2
+    layover, shadow = layover_shadow(dem, geometry.incidence_deg, pixel_m, geometry.near_range_west)
 
-    # Water: lakes fill the lowest parts of smoothed valleys.
-    water = np.zeros(shape, dtype=bool)
-    if float(water_cfg["fraction"]) > 0:
+    water = np.zeros(shape, dtype=bool)  # lakes fill the lowest parts of smoothed valleys
+    if float(cfg["water"]["fraction"]) > 0:
         smooth = ndimage.gaussian_filter(dem, 3)
-        water = smooth < np.quantile(smooth, float(water_cfg["fraction"]))
+        water = smooth < np.quantile(smooth, float(cfg["water"]["fraction"]))
 
-    # Landslides: centres drawn with probability growing with slope, above a minimum slope.
-    area_km2 = h * w * (pixel_m / 1000) ** 2
-    n_ls = int(rng.poisson(float(ls_cfg["density_per_km2"]) * area_km2))
-    areas = sample_areas(rng, n_ls, float(ls_cfg["area_median_px"]), float(ls_cfg["area_log_sigma"]),
-                         float(ls_cfg["area_min_px"]), float(ls_cfg["area_max_px"]))
-    weight = np.where((np.degrees(slope) >= float(ls_cfg["min_slope_deg"])) & ~water & ~layover & ~shadow,
-                      np.tan(slope) ** float(ls_cfg["slope_exponent"]), 0.0).ravel()
-    label = np.zeros(shape, dtype=bool)
-    motion_m = np.zeros(shape, dtype=np.float64)
-    source = np.zeros(shape, dtype=bool)
-    landslides: list[Landslide] = []
-    if n_ls and weight.sum() > 0:
-        centres = rng.choice(weight.size, size=n_ls, p=weight / weight.sum())
-        lo_m, hi_m = ls_cfg["displacement_m"]
-        for centre, area in zip(centres, areas, strict=True):
-            row, col = divmod(int(centre), w)
-            stamp = landslide_shape(rng, area, float(downslope_az[row, col]), float(ls_cfg["elongation"]),
-                                    float(ls_cfg["boundary_roughness"]))
-            d = float(np.exp(rng.uniform(np.log(lo_m), np.log(hi_m))))
-            _place(label, stamp, row, col)
-            _place(motion_m, stamp, row, col, d)
-            # Upslope half of the footprint is the scar (source), the rest the deposit.
-            r = stamp.shape[0] // 2
-            yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-            along = xx * math.sin(downslope_az[row, col]) - yy * math.cos(downslope_az[row, col])
-            _place(source, stamp & (along < 0), row, col)
-            landslides.append(Landslide(row, col, int(stamp.sum()), d))
+    gamma_bg, low_cover = land_cover(cfg["coherence"], rng, dem, slope)
+    slides = place_landslides(ls_cfg, cfg["inventory"], rng, slope, downslope_az, water | layover | shadow, pixel_m)
+    footprint = slides["footprint"]
+    label, shift = shift_label(slides["label"], rng, cfg["inventory"]["misregistration_px"])
 
-    # Line-of-sight projection of downslope motion (positive towards the satellite).
-    dir_e = np.sin(downslope_az) * np.cos(slope)
-    dir_n = np.cos(downslope_az) * np.cos(slope)
-    dir_u = -np.sin(slope)
-    distance_in = ndimage.distance_transform_edt(label)
-    taper = np.clip(distance_in / max(float(ls_cfg["margin_px"]), 1e-6), 0, 1)
-    los_landslide_m = motion_m * taper * (dir_e * geometry.look_east + dir_n * geometry.look_north + dir_u * geometry.look_up)
-
-    # A smooth regional (e.g. co-seismic) deformation: real but not a landslide.
+    # Smooth downslope motion, largest in the body, projected on the line of sight (positive towards the satellite).
+    taper_px = max(float(ls_cfg["motion_taper_px"]), 1e-6)
+    body = np.clip(ndimage.distance_transform_edt(footprint) / taper_px, 0, 1) if footprint.any() else footprint
+    motion_m = ndimage.gaussian_filter(slides["motion"] * body, taper_px / 2)
+    dir_e, dir_n, dir_u = np.sin(downslope_az) * np.cos(slope), np.cos(downslope_az) * np.cos(slope), -np.sin(slope)
+    los_landslide_m = motion_m * (dir_e * geometry.look_east + dir_n * geometry.look_north + dir_u * geometry.look_up)
     tectonic_m = float(_cfg(cfg, "regional_deformation_m", 0.0)) * _blobs(rng, shape, 1, (min(h, w) / 4, min(h, w) / 2))
     los_m = los_landslide_m + tectonic_m
 
-    # Atmosphere: power-law turbulence, topography-correlated delay, and local blobs (distractors).
-    aps = float(atm_cfg["strength_rad"]) * power_law_field(rng, shape, float(atm_cfg["exponent"]))
-    aps += float(atm_cfg["topo_rad_per_km"]) * rng.choice([-1.0, 1.0]) * (dem - dem.mean()) / 1000.0
-    radius = tuple(float(v) for v in atm_cfg["blob_radius_px"])
-    aps += float(atm_cfg["blob_strength_rad"]) * _blobs(rng, shape, int(atm_cfg["blobs"]), radius)
+    # Coherence: the background times what each landslide keeps, with a soft edge and patchy loss inside.
+    edge = float(ls_cfg["coherence_edge_px"])
+    loss = ndimage.gaussian_filter(slides["loss"], edge) if edge > 0 else slides["loss"]
+    patchy = 1 - float(ls_cfg["loss_patchiness"]) * np.clip(0.5 + 0.3 * power_law_field(rng, shape, 3.0), 0, 1)
+    gamma = np.clip(gamma_bg * (1 - loss * patchy), 0.0, 0.99)
 
-    # Coherence: temporal decorrelation varying smoothly, vegetation on gentle
-    # low terrain, decorrelated patches that are not landslides, landslides.
-    temporal = np.clip(float(coh_cfg["mean"]) + float(coh_cfg["variation"]) * power_law_field(rng, shape, 4.0), 0.05, 0.98)
-    vegetation = float(coh_cfg["vegetation_loss"]) * np.clip(1 - np.degrees(slope) / 30, 0, 1) * (1 - ridges)
-    gamma = temporal * (1 - vegetation)
-    n_patches = int(coh_cfg["decorrelated_patches"])
-    if n_patches:
-        patches = np.abs(_blobs(rng, shape, n_patches, (3, 12))) > 0.5
-        gamma = np.where(patches, gamma * 0.25, gamma)
-    outside = np.clip(ndimage.distance_transform_edt(~label) / max(float(ls_cfg["margin_px"]), 1e-6), 0, 1)
-    gamma_ls = float(ls_cfg["coherence_inside"])
-    gamma = np.where(label, gamma_ls, gamma_ls + (gamma - gamma_ls) * outside)
-    gamma = np.clip(gamma, 0.0, 0.99)
-
-    # Backscatter: brighter on slopes facing the radar; scar brighter, deposit darker after the event.
+    # Backscatter: brighter on slopes facing the radar; scar and deposit change after the event.
     sigma0_pre = float(cfg["intensity"]["mean"]) * np.clip(cos_lia, 0.05, 1.0) ** 2 / np.clip(np.sin(np.arccos(cos_lia)), 0.2, 1.0)
-    texture = np.exp(float(cfg["intensity"]["texture_db"]) / 10 * np.log(10) * power_law_field(rng, shape, 2.0))
-    sigma0_pre = sigma0_pre * texture
-    change_db = np.where(source, float(ls_cfg["scar_intensity_db"]), 0.0)
-    change_db = np.where(label & ~source, float(ls_cfg["deposit_intensity_db"]), change_db)
-    sigma0_post = sigma0_pre * 10 ** (change_db / 10)
+    sigma0_pre = sigma0_pre * np.exp(float(cfg["intensity"]["texture_db"]) / 10 * np.log(10) * power_law_field(rng, shape, 2.0))
+    sigma0_post = sigma0_pre * 10 ** (slides["change_db"] / 10)
 
-    phase_rad = -4 * np.pi / float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)) * los_m + aps
+    # Phase: motion, atmosphere (turbulent, stratified, local blobs), DEM error, orbital ramp.
+    rad_per_m = 4 * np.pi / wavelength_m
+    aps = draw(rng, atm_cfg["strength_m"], log_scale=True) * rad_per_m * power_law_field(rng, shape, float(atm_cfg["exponent"]))
+    aps += float(atm_cfg["topo_m_per_km"]) * rad_per_m * rng.choice([-1.0, 1.0]) * (dem - dem.mean()) / 1000.0
+    aps += float(atm_cfg["blob_strength_m"]) * rad_per_m * _blobs(
+        rng, shape, int(atm_cfg["blobs"]), tuple(float(v) for v in atm_cfg["blob_radius_px"]))
+    dem_error = float(cfg["terrain"]["dem_error_m"]) * power_law_field(rng, shape, float(cfg["terrain"]["dem_error_exponent"]))
+    baseline_m = draw(rng, geom_cfg["perpendicular_baseline_m"])
+    inc = np.radians(np.broadcast_to(geometry.incidence_deg[None, :], shape))
+    dem_phase = rad_per_m * baseline_m * dem_error / (float(geom_cfg["slant_range_m"]) * np.sin(inc))
+    ramp_angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w] * (pixel_m / 100_000)
+    ramp = rng.uniform(0, float(cfg["orbital_ramp_rad_per_100km"])) * (xx * math.cos(ramp_angle) + yy * math.sin(ramp_angle))
+    phase_rad = -rad_per_m * los_m + aps + dem_phase + ramp
 
     return {
-        "orbit_direction": orbit, "dem": dem, "slope": slope, "lia_deg": lia_deg, "layover": layover,
-        "shadow": shadow, "water": water, "label": label, "los_m": los_m, "los_landslide_m": los_landslide_m,
-        "aps_rad": aps, "gamma": gamma, "sigma0_pre": sigma0_pre, "sigma0_post": sigma0_post,
-        "phase_rad": phase_rad, "landslides": landslides, "realised_areas_px": np.array([ls.area_px for ls in landslides]),
-        "n_landslides": n_ls,
+        "orbit_direction": orbit, "dem": dem, "dem_used": dem + dem_error, "slope": slope, "lia_deg": lia_deg,
+        "layover": layover, "shadow": shadow, "water": water, "footprint": footprint, "label": label,
+        "label_shift_px": shift, "low_cover": low_cover, "los_m": los_m, "los_landslide_m": los_landslide_m,
+        "aps_rad": aps, "gamma": gamma, "gamma_background": gamma_bg, "sigma0_pre": sigma0_pre,
+        "sigma0_post": sigma0_post, "phase_rad": phase_rad, "landslides": slides["landslides"],
+        "realised_areas_px": np.array([ls.area_px for ls in slides["landslides"]]),
     }
 
 
@@ -313,28 +303,49 @@ def _complex_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return z.view(np.complex64)[..., 0]
 
 
+def correlate_speckle(z: np.ndarray, rho: float) -> np.ndarray:
+    """Neighbouring samples correlated by ``rho`` along both axes (unit power kept), as oversampled SLCs are.
+
+    Each axis gets ``a z[i] + b z[i+1]`` with ``ab / (a^2 + b^2) = rho`` (``rho <= 0.5``).
+    """
+    if rho <= 0:
+        return z
+    if rho > 0.5:
+        raise ValueError(f"processing.speckle_correlation: {rho} is above 0.5, the most a two-tap filter gives")
+    t = (1 - math.sqrt(1 - 4 * rho**2)) / (2 * rho)  # b / a
+    a = np.float32(1 / math.sqrt(1 + t**2))
+    b = np.float32(t / math.sqrt(1 + t**2))
+    for axis in (0, 1):
+        shifted = np.roll(z, -1, axis=axis)
+        z = z * a
+        z += b * shifted
+    return z
+
+
 def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int, rng: np.random.Generator,
-                      rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+                      rows: slice = slice(None), speckle_correlation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Co-registered pre/post SLCs on a grid ``looks_az x looks_rg`` finer, speckle correlated by coherence.
 
     ``pre = sqrt(sigma0_pre) x`` and ``post = sqrt(sigma0_post) (gamma x + sqrt(1 - gamma^2) n) exp(-i phase)``
-    with x, n independent circular Gaussians, so that ``pre * conj(post)`` has the true phase and
-    coherence. ``rows`` restricts the pair to some output rows (a large scene is made strip by strip).
+    with x, n circular Gaussians (independent of each other, each correlated
+    between neighbouring samples by ``speckle_correlation``), so that
+    ``pre * conj(post)`` has the true phase and coherence. ``rows`` restricts
+    the pair to some output rows (a large scene is made strip by strip).
     """
     def per_look(a: np.ndarray) -> np.ndarray:  # output-grid field, broadcast over the looks
         return a[rows][:, None, :, None]
 
     gamma = per_look(truth["gamma"]).astype(np.float32)
     h, w = gamma.shape[0], gamma.shape[2]
+    slc_shape = (h * looks_az, w * looks_rg)
     shape = (h, looks_az, w, looks_rg)  # reshapes to the SLC grid without a copy
-    x = _complex_normal(rng, shape)
-    noise = _complex_normal(rng, shape)
+    x = correlate_speckle(_complex_normal(rng, slc_shape), speckle_correlation).reshape(shape)
+    noise = correlate_speckle(_complex_normal(rng, slc_shape), speckle_correlation).reshape(shape)
     post_coef = (np.sqrt(truth["sigma0_post"][rows]) * np.exp(-1j * truth["phase_rad"][rows])).astype(np.complex64)
     noise *= np.sqrt(1 - gamma**2)
     noise += gamma * x
     noise *= post_coef[:, None, :, None]
     x *= np.sqrt(per_look(truth["sigma0_pre"])).astype(np.float32)
-    slc_shape = (h * looks_az, w * looks_rg)
     return x.reshape(slc_shape), noise.reshape(slc_shape)
 
 
@@ -345,25 +356,30 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
         raise ValueError(f"size {list(cfg['size'])}: both dimensions must be at least 1")
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), index]))
     proc = cfg["processing"]
+    wavelength_m = float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M))
     truth = simulate_truth(cfg, (h, w), rng)
     invalid = truth["water"] | truth["layover"] | truth["shadow"]
     la, lr = int(proc["looks_az"]), int(proc["looks_rg"])
+    window = proc["coherence_window_slc"]
     ifg = np.empty((h, w), np.complex64)
     p_pre = np.empty((h, w), np.float32)
     p_post = np.empty((h, w), np.float32)
+    coh = np.empty((h, w), np.float32) if window else None
     strip = max(1, int(proc["strip_rows"]))
     for row0 in range(0, h, strip):
         rows = slice(row0, min(row0 + strip, h))
-        pre, post = simulate_slc_pair(truth, la, lr, rng, rows)
+        pre, post = simulate_slc_pair(truth, la, lr, rng, rows, float(proc["speckle_correlation"]))
         ifg[rows], p_pre[rows], p_post[rows] = dinsar.multilook_products(pre, post, la, lr)
-    bands = dinsar.process_products(ifg, p_pre, p_post, proc, invalid, float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), timings)
+        if coh is not None:
+            coh[rows] = dinsar.coherence_slc(pre, post, (int(window[0]), int(window[1])), la, lr)
+    bands = dinsar.process_products(ifg, p_pre, p_post, proc, invalid, wavelength_m, timings, coherence=coh)
     # Injected unwrapping jumps: a region off by whole cycles, as SNAPHU sometimes leaves.
     for _ in range(int(rng.poisson(float(cfg["unwrapping_errors"]["per_scene"])))):
         region = np.abs(_blobs(rng, (h, w), 1, (8, 30))) > 0.6
         cycles = float(rng.choice([-1, 1]))
         bands["unwrapped_phase"] = np.where(region, bands["unwrapped_phase"] + 2 * np.pi * cycles, bands["unwrapped_phase"])
-    bands["displacement"] = dinsar.phase_to_displacement(bands["unwrapped_phase"], float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)))
-    bands["elevation"] = truth["dem"].astype(np.float32)
+    bands["displacement"] = dinsar.phase_to_displacement(bands["unwrapped_phase"], wavelength_m)
+    bands["elevation"] = truth["dem_used"].astype(np.float32)  # the DEM the processor had, errors included
     bands["local_incidence_angle"] = truth["lia_deg"].astype(np.float32)
     for name in bands:
         bands[name] = np.where(invalid, np.nan, bands[name]).astype(np.float32)
@@ -380,9 +396,8 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
         "event_start": (pre_date + timedelta(days=5)).isoformat(), "event_end": (pre_date + timedelta(days=5)).isoformat(),
         "pre_date": pre_date.isoformat(), "post_date": (pre_date + timedelta(days=12)).isoformat(),
         "platform": "Sentinel-1A (simulated)", "orbit_direction": truth["orbit_direction"],
-        "wavelength_m": float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M)), "source": "simulated",
+        "wavelength_m": wavelength_m, "source": "simulated",
         "history": f"insarslide data_prep.simulate seed={int(cfg['seed'])} index={index}",
-        "n_landslides": int(truth["n_landslides"]),
     }
     scene = {
         "bands": bands, "landslide": truth["label"].astype(np.uint8), "valid": (~invalid).astype(np.uint8),
@@ -398,9 +413,29 @@ def _utm_wkt() -> str:
     return CRS.from_epsg(SYNTHETIC_CRS_EPSG).to_wkt()
 
 
+def write_truth(path: str | Path, truth: Mapping[str, Any]) -> Path:
+    """The sidecar truth file: landslide count and table, true coherence, true motion, footprint (atomic)."""
+    path = Path(path)
+    tmp = temporary_sibling(path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle, n_landslides=np.int64(len(truth["landslides"])),
+                landslides=np.array(json.dumps([asdict(ls) for ls in truth["landslides"]])),
+                coherence_true=truth["gamma"].astype(np.float32),
+                los_landslide_m=truth["los_landslide_m"].astype(np.float32),
+                footprint=truth["footprint"], label_shift_px=np.array(truth["label_shift_px"]))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_simulated_scene(cfg: Mapping[str, Any], index: int, out_dir: str | Path, timings: dict | None = None) -> Path:
-    scene, _ = simulate_scene(cfg, index, timings=timings)
+    scene, truth = simulate_scene(cfg, index, timings=timings)
     path = Path(out_dir) / f"{scene['event_id']}.nc"
+    if _cfg(cfg, "write_truth", False):  # written first: a scene on disk always has its truth
+        write_truth(Path(out_dir) / f"{scene['event_id']}{TRUTH_SUFFIX}", truth)
     return write_scene(path, scene["bands"], x=scene["x"], y=scene["y"], crs_wkt=scene["crs_wkt"],
                        attrs=scene["attrs"], landslide=scene["landslide"], valid=scene["valid"],
                        spacing=scene["spacing"])
@@ -427,7 +462,7 @@ def simulate_dataset(cfg: Mapping[str, Any], out_dir: str | Path | None = None, 
     return sorted(out_dir.glob(f"{prefix}_{int(cfg['seed'])}_*.nc"))[: int(cfg["n_scenes"])]
 
 
-RUN_SETTINGS = ("out_dir", "n_scenes", "n_jobs")  # may change between runs into the same folder
+RUN_SETTINGS = ("out_dir", "n_scenes", "n_jobs", "defaults")  # may change between runs into the same folder
 SETTINGS_FILE = ".simulate.json"
 
 
@@ -456,9 +491,21 @@ def _plain(cfg: Mapping[str, Any]) -> dict:
     return dict(cfg)
 
 
+LOG_DIRS = (  # Hydra's logs go next to the scenes, not into the working directory
+    "hydra.run.dir=${out_dir}/.logs/${now:%Y-%m-%d_%H-%M-%S}",
+    "hydra.sweep.dir=${out_dir}/.logs/multirun_${now:%Y-%m-%d_%H-%M-%S}",
+    "hydra.job.chdir=false",
+)
+
+
 def main() -> None:
+    """The command line; the log folders are given here, not in conf/simulate.yaml, so that the
+    quickstart can include that file as its simulator settings."""
     import hydra
     from omegaconf import DictConfig
+
+    given = {arg.split("=", 1)[0].lstrip("+") for arg in sys.argv[1:]}
+    sys.argv[1:1] = [o for o in LOG_DIRS if o.split("=", 1)[0] not in given]
 
     @hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
     def _run(cfg: DictConfig) -> None:

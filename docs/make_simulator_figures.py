@@ -26,10 +26,11 @@ COLOURMAPS = {"phase": "twilight", "coherence": "gray", "intensity": "gray", "el
 def make_figures(out: Path, size: int, seed: int) -> list[Path]:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF))
     cfg.update(size=[size, size], seed=seed)
-    cfg["landslides"]["density_per_km2"] = 0.3  # enough landslides to see at this size
+    cfg["landslides"]["density_per_km2"] = 0.03  # enough landslides to see at this size
     scene, truth = simulate_scene(cfg, 0)
     out.mkdir(parents=True, exist_ok=True)
     outline = truth["label"].astype(float)
+    footprint = truth["footprint"].astype(float)
     paths = []
     for name in BANDS + ("landslide", "valid"):
         fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
@@ -46,7 +47,8 @@ def make_figures(out: Path, size: int, seed: int) -> list[Path]:
             im = ax.imshow(values, cmap=COLOURMAPS[name], vmin=lo, vmax=hi, interpolation="nearest")
             unit = "dB" if name == "intensity" else BAND_BY_NAME[name].units
             fig.colorbar(im, ax=ax, shrink=0.8, label=unit)
-            ax.contour(outline, levels=[0.5], colors="yellow", linewidths=0.6)
+            ax.contour(outline, levels=[0.5], colors="yellow", linewidths=0.6)  # the inventory
+            ax.contour(footprint, levels=[0.5], colors="cyan", linewidths=0.4)  # what moved and decorrelated
         else:
             im = ax.imshow(scene[name], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"{name} ({scene['attrs']['orbit_direction'].lower()}, seed {seed})")
