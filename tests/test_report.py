@@ -61,9 +61,10 @@ def test_report_tables_mean_std_and_failed_jobs(tmp_path):
     sizes = pd.read_csv(tmp_path / "table_size_classes.csv")
     small_b2 = sizes[(sizes["model"] == "segformer_b2") & (sizes["name"] == "small")].iloc[0]
     assert small_b2["recall"] == pytest.approx(0.04) and small_b2["n"] == 2  # (0.02 + 0.06) / 2
-    assert (tmp_path / "figures" / "runs.png").stat().st_size > 0
-    assert (tmp_path / "figures" / "size_classes.png").stat().st_size > 0
-    assert "best_single_band_iou" in result["runs"]
+    assert (tmp_path / "figures" / "report_runs.png").stat().st_size > 0
+    assert (tmp_path / "figures" / "report_size_classes.png").stat().st_size > 0
+    assert "best_single_band_baseline_iou" in result["runs"]
+    assert written["best_single_band_baseline_iou"].tolist() == pytest.approx([0.04, 0.04])  # in the summary too
 
 
 def test_report_command_line(tmp_path, capsys):

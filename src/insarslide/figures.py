@@ -192,7 +192,7 @@ def run_figures(run_dir: str | Path) -> dict[str, Figure]:
     if "size_classes" in metrics:
         figures["size_classes"] = size_class_figure({label: metrics["size_classes"]["classes"]},
                                                     f"metrics by landslide size: {label}")
-    if "test_pr" in curves:
+    if curves.get("test_pr"):
         figures["pr_curve"] = pr_curve_figure({label: {**curves["test_pr"],
                                                        "average_precision": metrics.get("average_precision")}})
     if curves.get("val_threshold"):

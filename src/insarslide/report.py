@@ -7,7 +7,7 @@ folder with a ``config.yaml`` or a ``metrics.json``) and writes into SWEEP_DIR:
 - ``report.md``: the tables in Markdown, and the runs that failed;
 - ``table_runs.csv`` (one row per run), ``table_summary.csv`` (mean and
   standard deviation over seeds per group), ``table_size_classes.csv``;
-- ``figures/runs.png`` and ``figures/size_classes.png``.
+- ``figures/report_runs.png`` and ``figures/report_size_classes.png``.
 
 Runs without ``metrics.json`` (failed or unfinished jobs) are listed, never
 dropped in silence. The notebook and W&B use the same functions.
@@ -29,6 +29,7 @@ from insarslide.atomic import temporary_sibling
 METRICS_FILE = "metrics.json"
 RUN_MARKERS = ("config.yaml", METRICS_FILE, ".hydra/config.yaml")
 SCORES = ["iou", "f1", "recall", "precision"]
+BASELINE_SUFFIX = "_baseline_iou"
 SCORE_LIKE = {*SCORES, "average_precision", "detection_rate", "false_alarms_per_km2", "threshold"}
 RUN_COLUMNS = ["architecture", "encoder", "model", "params_M", "sigma", "sampler", "oversample", "split", "seed",
                "threshold", *SCORES, "average_precision", "detection_rate", "false_alarms_per_km2"]
@@ -45,7 +46,7 @@ def run_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
            "detection_rate": objects.get("detection_rate"), "false_alarms_per_km2": objects.get("false_alarms_per_km2")}
     for name, baseline in (metrics.get("baselines") or {}).items():
         if isinstance(baseline, Mapping) and "iou" in baseline:
-            row[f"{name}_iou"] = baseline["iou"]
+            row[f"{name}{BASELINE_SUFFIX}"] = baseline["iou"]
     return row
 
 
@@ -102,7 +103,8 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("model", "sigma")) -> pd
     if missing:
         raise ValueError(f"--by {by}: column(s) {missing} not in the runs table ({list(table.columns)})")
     descriptive = [c for c in ("architecture", "encoder", "params_M") if c in table and c not in by]
-    scores = [c for c in SCORES + ["average_precision"] if c in table]
+    baselines = [c for c in table.columns if c.endswith(BASELINE_SUFFIX)]  # every table shows the trivial rules
+    scores = [c for c in SCORES + ["average_precision"] + baselines if c in table]
     grouped = table.groupby(by, dropna=False, sort=True)
     out = grouped[descriptive].first() if descriptive else pd.DataFrame(index=grouped.size().index)
     out["n"] = grouped.size()
@@ -124,7 +126,7 @@ def markdown_table(frame: pd.DataFrame, std: bool = True, digits: int = 3) -> st
         if isinstance(value, float):
             if math.isnan(value):
                 return ""
-            if c not in SCORE_LIKE:
+            if c not in SCORE_LIKE and not c.endswith(BASELINE_SUFFIX):
                 return f"{value:g}"
             text = f"{value:.{digits}f}"
             spread = row.get(f"{c}_std") if std else None
@@ -181,12 +183,12 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
         parts += ["## Runs without metrics\n", markdown_table(pd.DataFrame(failed), std=False)]
     _write_text(folder / "report.md", "\n".join(parts))
     if not summary.empty:
-        save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "runs.png")
+        save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "report_runs.png")
     if not sizes.empty:
         keys = [c for c in by if c in sizes]
         per_group = {" ".join(str(v) for v in key) if isinstance(key, tuple) else str(key):
                      group.to_dict("records") for key, group in sizes.groupby(keys, dropna=False, sort=False)}
-        save_figure(size_class_figure(per_group), folder / "figures" / "size_classes.png")
+        save_figure(size_class_figure(per_group), folder / "figures" / "report_size_classes.png")
     return {"runs": table, "summary": summary, "size_classes": sizes, "failed": failed}
 
 
