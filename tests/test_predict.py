@@ -242,6 +242,20 @@ def test_maps_are_cogs_on_the_scene_grid_with_nodata(tmp_path):
     metrics = json.loads((out / "utm_scene_metrics.json").read_text())["pixel"]
     assert (metrics["tp"], metrics["fp"], metrics["fn"]) == (expected["tp"], expected["fp"], expected["fn"])
     assert metrics["iou"] == pytest.approx(100 / (100 + 1250 + 50))
+    # Objects by the evaluation's rules, worked by hand: the 100 px landslide is found (A covers it), the
+    # 50 px one is missed; B (1200 valid px) touches no landslide: one false alarm. Size edges are the
+    # 33rd/66th percentiles of [50, 100]: 66.5 and 83 px, so the missed one is small and the found one large.
+    # Every false-positive pixel of B is nearer the missed landslide (rows 250..259, cols 0..4) than the other.
+    objects = json.loads((out / "utm_scene_metrics.json").read_text())
+    assert objects["objects"]["objects"] == 2 and objects["objects"]["detected"] == 1
+    assert objects["objects"]["false_alarms"] == 1
+    valid_km2 = 280 * 257 * PIXEL_M**2 / 1e6
+    assert objects["objects"]["false_alarms_per_km2"] == pytest.approx(1 / valid_km2)
+    assert objects["size_classes"]["edges_px"] == pytest.approx([66.5, 83.0])
+    small, medium, large = objects["size_classes"]["classes"]
+    assert (small["objects"], small["tp"], small["fp"], small["fn"], small["false_alarms"]) == (1, 0, 1200, 50, 1)
+    assert (large["objects"], large["tp"], large["fp"], large["fn"], large["detected"]) == (1, 100, 50, 0, 1)
+    assert medium["objects"] == 0
     assert (out / "utm_scene_quicklook.png").stat().st_size > 0
 
     collection = json.loads((out / "utm_scene_landslides.geojson").read_text())

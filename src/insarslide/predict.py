@@ -100,6 +100,8 @@ class MapOptions:
     quicklook_max_px: int = 1024
     quicklook_background: str = "elevation"
     metrics: bool = True
+    object_overlap: float = 0.1  # a landslide is detected when predictions cover this share of it (as eval)
+    size_edges: tuple[float, float] | None = None  # object size classes; None: the scene's 33rd/66th percentiles
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -368,6 +370,8 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
             regions = RegionCollector(grid, maps.connectivity) if "polygons" in wanted else None
             quicklook = QuickLook(*scene.shape, maps.quicklook_max_px) if "quicklook" in wanted else None
             counts = np.zeros(3, np.int64)  # tp, fp, fn
+            # Object metrics need whole components: keep the scene's labels and decisions (1 byte a pixel each).
+            keep = np.zeros((3, *scene.shape), np.uint8) if "metrics" in wanted else None
             timings: dict[str, Any] = {}
             background = maps.quicklook_background if quicklook is not None else None
             for block in blend_scene(model, scene, window, device=device, precision=precision,
@@ -383,6 +387,9 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
                     regions.add_rows(block.row0, predicted, block.probability)
                 if quicklook is not None:
                     quicklook.add_rows(block.row0, block.probability, predicted, block.landslide, block.background)
+                if keep is not None and block.landslide is not None:
+                    rows = slice(block.row0, block.row0 + predicted.shape[0])
+                    keep[0, rows], keep[1, rows], keep[2, rows] = block.landslide, predicted, block.valid
                 if block.landslide is not None:
                     counts += [int(c) for c in confusion_counts(torch.from_numpy(np.nan_to_num(block.probability)),
                                                                 torch.from_numpy(block.landslide),
@@ -410,8 +417,9 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
                            background=maps.quicklook_background, pixel_size_m=scene.pixel_size_m, threshold=threshold)
             result.written.append(paths["quicklook"].name)
         if "metrics" in wanted:
-            write_json_atomic(paths["metrics"], scene_metrics(counts, result.valid_pixels, scene.event_id,
-                                                              threshold, str(scene_path), checkpoint))
+            metrics = scene_metrics(counts, result.valid_pixels, scene.event_id, threshold, str(scene_path), checkpoint)
+            metrics.update(scene_object_metrics(keep[0], keep[1], keep[2], scene.pixel_size_m, maps))
+            write_json_atomic(paths["metrics"], metrics)
             result.written.append(paths["metrics"].name)
     result.seconds = time.perf_counter() - start
     return result
@@ -426,6 +434,18 @@ def scene_metrics(counts: np.ndarray, valid_pixels: int, event_id: str, threshol
             "valid_pixels": valid_pixels,
             "pixel": {"tp": tp, "fp": fp, "fn": fn, "tn": valid_pixels - tp - fp - fn,
                       **{k: float(v) for k, v in scores.items()}}}
+
+
+def scene_object_metrics(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray, pixel_size_m: float,
+                         maps: MapOptions) -> dict[str, Any]:
+    """``size_classes`` and ``objects`` sections for a whole scene, by the evaluation's own rules
+    (:mod:`insarslide.evaluation`: 8-connected objects, nearest-object false positives, detection overlap)."""
+    from insarslide.evaluation import ObjectTally, object_sections, patch_objects
+
+    tally = ObjectTally()
+    tally.add(patch_objects(landslide, predicted, valid))
+    tally.valid_area_km2 = float(valid.astype(bool).sum()) * pixel_size_m**2 / 1e6
+    return object_sections(tally, maps.size_edges, maps.object_overlap)
 
 
 # -------------------------------------------------------------- many scenes
@@ -462,7 +482,10 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     maps = MapOptions(min_area_px=cfg.maps.min_area_px, connectivity=cfg.maps.connectivity,
                       cog_blocksize=cfg.maps.cog_blocksize, gdal_cache_mb=cfg.maps.gdal_cache_mb,
                       quicklook=cfg.quicklook.enabled, quicklook_max_px=cfg.quicklook.max_px,
-                      quicklook_background=cfg.quicklook.background, metrics=cfg.metrics, overwrite=cfg.overwrite)
+                      quicklook_background=cfg.quicklook.background, metrics=cfg.metrics,
+                      object_overlap=cfg.objects.overlap,
+                      size_edges=tuple(cfg.objects.size_edges) if cfg.objects.size_edges else None,
+                      overwrite=cfg.overwrite)
     if cfg.precision not in ("auto", "bf16", "32"):
         raise ValueError(f"precision={cfg.precision!r}: choose auto, bf16 or 32")
     if not (cfg.num_shards >= 1 and 0 <= cfg.shard < cfg.num_shards):
