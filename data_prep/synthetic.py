@@ -25,10 +25,10 @@ RUN_ONLY = ("n_jobs",)  # how a data set was made, not what it holds
 
 def _plain(settings: Mapping[str, Any]) -> dict:
     """Plain settings without the ``hydra`` section that conf/simulate.yaml carries for its own command."""
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import Container, DictConfig, OmegaConf
 
     if isinstance(settings, DictConfig):  # values read in place, so interpolations resolve in their context
-        return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+        return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v
                 for k, v in ((k, settings[k]) for k in settings if k != "hydra")}
     return {k: v for k, v in json.loads(json.dumps(dict(settings))).items() if k != "hydra"}
 

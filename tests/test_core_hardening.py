@@ -117,6 +117,18 @@ def test_quickstart_config_overrides_reach_the_builder(tmp_path):
     assert dm.builder.keywords["settings"]["seed"] == 5 and dm.rebuild is True
 
 
+def test_quickstart_builder_runs_from_the_composed_config(tmp_path):
+    # The settings arrive as Hydra containers (lists included): the builder stores them as plain JSON.
+    cfg = compose_train(["experiment=quickstart", "data.builder.settings.n_scenes=1",
+                         "data.builder.settings.size=[48,64]", f"data.builder.settings.out_dir={tmp_path / 'scenes'}",
+                         f"data.root={tmp_path / 'patches'}", "data.patch_size=32"], tmp_path)
+    dm = hydra.utils.instantiate(cfg.data)
+    dm.prepare_data()
+    stored = json.loads((tmp_path / "patches" / "dataset.json").read_text())["synthetic"]
+    assert stored["size"] == [48, 64] and stored["seed"] == 42
+    dm.prepare_data()  # the same settings again: the data set is kept
+
+
 # -------------------------------------------------------------- a fresh machine
 def test_missing_data_set_says_what_to_do(tmp_path):
     from insarslide.datamodule import MissingDataSet
