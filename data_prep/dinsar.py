@@ -5,7 +5,7 @@ through these functions so that its bands carry the estimator bias and the
 unwrapping errors of real products, and a user with a co-registered pair from
 any processor can run them on real data.
 
-Phase convention (DATA_SPEC): ``phase = 4 pi / wavelength * (R_post - R_pre)``.
+Phase convention (docs/data_format.md): ``phase = 4 pi / wavelength * (R_post - R_pre)``.
 With the usual SLC model ``s = a * exp(-i 4 pi R / wavelength)`` this is the
 phase of ``pre * conj(post)``.
 """

@@ -1,4 +1,4 @@
-"""A Sentinel-1 pair -> one scene file (DATA_SPEC), with SNAP + SNAPHU or with the NumPy chain.
+"""A Sentinel-1 pair -> one scene file (docs/data_format.md), with SNAP + SNAPHU or with the NumPy chain.
 
     python -m data_prep.process event=lombok_2018 pre=PRE.zip post=POST.zip out_dir=data/processed
     python -m data_prep.process -m event=lombok_2018,iburi_2018 slc_dir=data/slc out_dir=data/processed

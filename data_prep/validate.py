@@ -1,4 +1,4 @@
-"""Check scene files against DATA_SPEC: ``python -m data_prep.validate FILE... [--require-labels]``.
+"""Check scene files against docs/data_format.md: ``python -m data_prep.validate FILE... [--require-labels]``.
 
 Prints, per file, every problem (file and variable named), warnings, and the
 number of values outside each band's expected range; exits 1 if any file has

@@ -19,7 +19,7 @@ from insarslide.patchstore import PatchFormatError, PatchStore
 from insarslide.smoothing import SoftLabelCache
 
 P = 32
-BAND_UNITS = ["rad", "1", "1", "m", "m", "rad", "degree"]  # DATA_SPEC's units, in band order
+BAND_UNITS = ["rad", "1", "1", "m", "m", "rad", "degree"]  # docs/data_format.md's units, in band order
 SCENE_ATTRS = {"orbit_direction": "DESCENDING", "wavelength_m": 0.05546576, "relative_orbit": 22}
 
 

@@ -1,4 +1,4 @@
-"""Scene-level prediction (DATA_SPEC section 5): blending, streaming, maps, refusals, command line."""
+"""Scene-level prediction (docs/data_format.md section 5): blending, streaming, maps, refusals, command line."""
 
 from __future__ import annotations
 

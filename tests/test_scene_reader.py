@@ -1,4 +1,4 @@
-"""The one scene reader/validator (DATA_SPEC sections 1 and 2)."""
+"""The one scene reader/validator (docs/data_format.md sections 1 and 2)."""
 
 import subprocess
 import sys

@@ -1,4 +1,4 @@
-"""Map outputs of scene prediction (DATA_SPEC section 5): COG GeoTIFFs, landslide polygons, quick-look PNG.
+"""Map outputs of scene prediction (docs/data_format.md section 5): COG GeoTIFFs, landslide polygons, quick-look PNG.
 
 Every writer takes the map row block by row block, so a scene of any size is
 written with memory bounded by a block (plus the polygons found):

@@ -1,4 +1,4 @@
-"""Scene-level prediction (DATA_SPEC section 5): sliding windows, blended, streamed, written as maps.
+"""Scene-level prediction (docs/data_format.md section 5): sliding windows, blended, streamed, written as maps.
 
 ``predict.py`` at the repository root is the Hydra entry point around
 :func:`predict_scenes`.

@@ -1,4 +1,4 @@
-"""The one reader, validator and writer of scene files (DATA_SPEC sections 1 and 2).
+"""The one reader, validator and writer of scene files (docs/data_format.md sections 1 and 2).
 
 A scene is opened lazily: :func:`open_scene` checks the file's structure
 (dimensions, coordinates, variables, dtypes, units, attributes) without

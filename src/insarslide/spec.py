@@ -1,4 +1,4 @@
-"""Constants of the data contract (``shared/DATA_SPEC.md``), in one place.
+"""Constants of the data contract (``docs/data_format.md``), in one place.
 
 Everything that stacks bands, checks units or names a variable imports from
 here, so that the scene reader, the simulator, the patch builder and the data
