@@ -31,7 +31,6 @@ from data_prep.snap.snaphu_folder import find_export_folder, read_conf, unwrap_e
 
 log = logging.getLogger(__name__)
 
-STEPS = ("interferogram", "snaphu_export", "snaphu", "geocode", "scene")
 # The operators whose parameters each graph step depends on (its fingerprint covers only these).
 STEP_OPERATORS = {
     "interferogram": ("TOPSAR-Split", "Apply-Orbit-File", "Back-Geocoding", "Enhanced-Spectral-Diversity",

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 
 from data_prep.events import fill_scene_attrs
 from insarslide.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene
@@ -53,14 +52,3 @@ def export_to_scene(export: str | os.PathLike, scene_path: str | os.PathLike, at
     for note in notes:
         log.info("%s: %s", export, note)
     return Path(scene_path), notes
-
-
-def valid_share(scene_path: str | os.PathLike) -> float:
-    """Share of valid pixels of a scene (reported after conversion)."""
-    with open_scene(scene_path) as scene:
-        total = valid = 0
-        for row0, row1 in scene.strips():
-            window = scene.read_window(row0, row1, 0, scene.shape[1])[2]
-            valid += int(window.sum())
-            total += window.size
-    return valid / max(total, 1) if total else float(np.nan)
