@@ -127,3 +127,21 @@ def test_difference_map_colours():
     assert tuple(image[0, 0]) == pytest.approx(COLOURS["tp"]) and tuple(image[0, 1]) == pytest.approx(COLOURS["fp"])
     assert tuple(image[1, 0]) == pytest.approx(COLOURS["fn"]) and tuple(image[1, 1]) == pytest.approx(COLOURS["invalid"])
     assert COLOURS["tp"][1] > COLOURS["tp"][0] and COLOURS["fp"][0] > COLOURS["fp"][1]  # green, red
+
+
+def test_trivial_predictors_by_hand():
+    import torch
+
+    from insarslide.evaluation import TestEvaluation
+    from insarslide.metrics import ThresholdSweep
+
+    evaluation = TestEvaluation()
+    evaluation.sweep = ThresholdSweep(1025)
+    # 3 landslide and 5 background valid pixels, one invalid landslide pixel that must not count.
+    evaluation.sweep.update(torch.tensor([0.1, 0.2, 0.9, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
+                            torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 1]), torch.tensor([1, 1, 1, 1, 1, 1, 1, 1, 0]))
+    trivial = evaluation.trivial_sections()
+    # All landslide: TP 3, FP 5 -> precision 3/8, recall 1, F1 6/11, IoU 3/8. All background: TP 0 -> all 0.
+    assert trivial["all_landslide"]["precision"] == pytest.approx(3 / 8) and trivial["all_landslide"]["recall"] == 1
+    assert trivial["all_landslide"]["f1"] == pytest.approx(6 / 11) and trivial["all_landslide"]["iou"] == pytest.approx(3 / 8)
+    assert trivial["all_background"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "iou": 0.0}

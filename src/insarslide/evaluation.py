@@ -359,7 +359,8 @@ class TestEvaluation(L.Callback):
     # trivial baselines on the same split (after the pass; CPU only)
     def trivial_sections(self) -> dict[str, Any]:
         """All-landslide and all-background predictors on the test pixels (from the sweep's counts)."""
-        tp, fp, fn = (t.cpu() for t in self.sweep.counts())
+        curve = self.sweep.compute()  # reduced over ranks (cached after the first call)
+        tp, fp, fn = (curve[k].cpu() for k in ("tp", "fp", "fn"))
         positives, negatives = int(tp[0] + fn[0]), int(fp[0])  # threshold 0: every valid pixel predicted
         zero = torch.tensor(0)
         every = scores_from_counts(torch.tensor(positives), torch.tensor(negatives), zero)
