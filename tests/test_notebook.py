@@ -12,8 +12,9 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, patch_root, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     run = tmp_path / "sweep" / "0"
-    cfg = compose_train(["model=unet_r34", "++trainer.fast_dev_run=true", "eval.baselines=false", "eval.num_maps=1"],
-                        run, patch_root)
+    # The whole test split runs (fast_dev_run would stop after one batch, maybe before the mapped patch).
+    cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+                         "++trainer.limit_val_batches=1", "eval.baselines=false", "eval.num_maps=1"], run, patch_root)
     train(cfg)
     assert (run / "maps.npz").is_file() and (run / "curves.json").is_file()
     # The kernel is a fresh process: it must import this worktree's package, and it reads RESULTS from the env.
