@@ -20,7 +20,7 @@ from insarslide.patchstore import DATASET_FILE
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = "synthetic"
-RUN_ONLY = ("n_jobs",)  # how a data set was made, not what it holds
+RUN_ONLY = ("n_jobs", "out_dir")  # how and where a data set was made, not what it holds
 
 
 def _plain(settings: Mapping[str, Any]) -> dict:
@@ -55,7 +55,9 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
     from data_prep.simulate import simulate_dataset
 
     root = Path(root)
-    wanted = _fingerprint(_plain(settings))
+    plain = _plain(settings)
+    wanted = _fingerprint(plain)
+    scenes_dir = Path(plain["out_dir"])
     index = root / DATASET_FILE
     if index.is_file():
         meta = json.loads(index.read_text())
@@ -75,12 +77,10 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
                 f"at a fresh folder.")
         log.warning("rebuilding %s (%s)", root, "; ".join(diffs))
         shutil.rmtree(root)
-        scenes_dir = Path(wanted["out_dir"])
         if scenes_dir.is_dir():
             shutil.rmtree(scenes_dir)
-    scenes_dir = Path(wanted["out_dir"])
     log.info("no data set in %s: simulating %s scene(s) into %s", root, wanted["n_scenes"], scenes_dir)
-    scenes = simulate_dataset(_plain(settings), scenes_dir, progress=False)
+    scenes = simulate_dataset(plain, scenes_dir, progress=False)
     report = build_patches(scenes, root, patch_size=patch_size, n_jobs=1, progress=False,
                            index_extra={SETTINGS_KEY: wanted})
     if report.failures:

@@ -91,7 +91,9 @@ def test_synthetic_builder_records_settings_and_refuses_others(tmp_path):
     assert stored["seed"] == 1 and stored["size"] == [64, 96] and "hydra" not in stored
     stamp = (root / "dataset.json").stat().st_mtime_ns
     build_synthetic_dataset(root, settings=_tiny_settings(tmp_path), patch_size=32)  # same settings: kept
-    assert (root / "dataset.json").stat().st_mtime_ns == stamp
+    moved = _tiny_settings(tmp_path, out_dir=str(tmp_path / "elsewhere"), n_jobs=2)  # where/how, not what
+    build_synthetic_dataset(root, settings=moved, patch_size=32)
+    assert (root / "dataset.json").stat().st_mtime_ns == stamp and not (tmp_path / "elsewhere").exists()
     with pytest.raises(ValueError, match=r"seed: 1 -> 2.*data.rebuild=true"):
         build_synthetic_dataset(root, settings=_tiny_settings(tmp_path, seed=2), patch_size=32)
     with pytest.raises(ValueError, match=r"landslides.density_per_km2: 1.0 -> 0.5"):
