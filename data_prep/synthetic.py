@@ -65,7 +65,7 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
         if stored is None:  # a data set of the user's own (built from real scenes): use it as it is
             log.warning("%s: data set not made by the simulator; the simulator settings are not used", root)
             return root
-        diffs = _differences(stored, wanted)
+        diffs = _differences(_fingerprint(stored), wanted)
         if stored_patch != patch_size:
             diffs.append(f"patch_size: {stored_patch!r} -> {patch_size!r}")
         if not diffs:
