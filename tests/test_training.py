@@ -163,8 +163,10 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
 @pytest.mark.slow
 def test_quickstart_trained_longer_beats_trivial_predictors(tmp_path):
     env = worktree_env(INSARSLIDE_ROOT=str(tmp_path))
+    # "Training learns" is checked on the easy preset, where the landslides are learnable in 20 epochs; on the
+    # realistic default even trivial rules are near zero (docs/simulator.md), so no margin could be asserted.
     done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer.max_epochs=20",
-                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+                           "simulate@data.builder.settings=easy", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=3600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
