@@ -204,7 +204,8 @@ def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_ro
     env = {k: v for k, v in worktree_env().items() if not k.startswith("WANDB_")}
     env["HOME"] = str(tmp_path / "home")  # no ~/.netrc login either
     sweep = tmp_path / "sweeps" / "thesis_sweep"
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "logger=[csv,wandb]",
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "model=segformer_b2",
+           "logger=[csv,wandb]",
            f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
            "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
