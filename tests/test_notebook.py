@@ -32,3 +32,5 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, patch_root, monkeypatch):
     assert "1 run(s) with metrics, 0 without" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 4  # size classes, runs, difference map, PR curve, IoU against threshold
+    # The last section opens a NetCDF patch shard of the run's data set with xarray (docs/patch_format.md).
+    assert ".nc: event " in text and ", patch " in text
