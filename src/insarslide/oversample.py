@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from insarslide.sizes import size_classes, size_edges
+from insarslide.sizes import patch_size_classes, patch_size_edges
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class SmallLandslideOversampler:
         if not (pixels > 0).any():
             log.warning("oversampling: no training patch holds landslide pixels; nothing added")
             return samples
-        edges = size_edges(pixels, (self.quantile, max(self.quantile, 0.75)))
+        edges = patch_size_edges(pixels, (self.quantile, self.quantile))  # only the small edge matters here
         self.threshold_px = edges[0]
-        small = train_patches[size_classes(pixels, edges) == 1]
+        small = train_patches[patch_size_classes(pixels, edges) == 1]
         for i in small:
             landslide, _ = read_labels(int(i))
             samples.append(Sample(int(i), crop_origin(landslide, self.crop_size)))

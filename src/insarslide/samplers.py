@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from insarslide.sizes import SIZE_CLASSES, size_classes, size_edges
+from insarslide.sizes import SIZE_CLASSES, patch_size_classes, patch_size_edges
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def bucket_weights(sample_pixels: np.ndarray, shares: Sequence[float], reference
     if shares.shape != (4,) or (shares < 0).any() or shares.sum() <= 0:
         raise ValueError(f"sampler.weights {list(shares)} must be four non-negative shares (none, small, medium, large)")
     reference = sample_pixels if reference_pixels is None else reference_pixels
-    buckets = size_classes(sample_pixels, size_edges(reference, quantiles))
+    buckets = patch_size_classes(sample_pixels, patch_size_edges(reference, quantiles))
     sizes = np.bincount(buckets, minlength=4)
     empty = (sizes == 0) & (shares > 0)
     if empty.any():

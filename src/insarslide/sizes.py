@@ -1,4 +1,7 @@
-"""The one definition of landslide-size classes of patches, shared by every strategy.
+"""The one definition of landslide-size classes of *patches*, shared by every training strategy.
+
+(Size classes of landslide *objects* at test time are another rule, with other
+percentiles: :func:`insarslide.evaluation.size_edges`.)
 
 A patch's size is its landslide pixel count. Over a *reference* set of
 patches, the edges are the ``low`` and ``high`` quantiles (the thesis's 25th
@@ -27,7 +30,7 @@ SIZE_CLASSES = ("none", "small", "medium", "large")
 DEFAULT_QUANTILES = (0.25, 0.75)
 
 
-def size_edges(reference_pixels: np.ndarray, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> tuple[float, float]:
+def patch_size_edges(reference_pixels: np.ndarray, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> tuple[float, float]:
     """(low, high) edges: quantiles of the landslide pixel counts of reference patches that hold landslides.
 
     With no landslide patch in the reference, both edges are 0 (every patch is ``none``).
@@ -42,7 +45,7 @@ def size_edges(reference_pixels: np.ndarray, quantiles: Sequence[float] = DEFAUL
     return float(np.quantile(positive, low_q)), float(np.quantile(positive, high_q))
 
 
-def size_classes(pixels: np.ndarray, edges: tuple[float, float]) -> np.ndarray:
+def patch_size_classes(pixels: np.ndarray, edges: tuple[float, float]) -> np.ndarray:
     """Class per patch (0 none, 1 small, 2 medium, 3 large) for the given edges."""
     pixels = np.asarray(pixels)
     low, high = edges

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from insarslide.sizes import size_classes, size_edges
+from insarslide.sizes import patch_size_classes, patch_size_edges
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -82,7 +82,7 @@ class StratifiedSplit(RandomSplit):
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         pixels = table["landslide_pixels"].to_numpy()
-        buckets = size_classes(pixels, size_edges(pixels))
+        buckets = patch_size_classes(pixels, patch_size_edges(pixels))
         labels = np.empty(len(table), dtype=object)
         for b in range(4):
             members = np.flatnonzero(buckets == b)
