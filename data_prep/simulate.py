@@ -449,7 +449,7 @@ def simulate_dataset(cfg: Mapping[str, Any], out_dir: str | Path | None = None, 
 
     out_dir = Path(out_dir if out_dir is not None else cfg["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    plain = _plain(cfg)
+    plain = plain_settings(cfg)
     _check_resume(out_dir, plain)
     prefix = str(_cfg(cfg, "event_prefix", "sim"))
     todo = [i for i in range(int(cfg["n_scenes"]))
@@ -480,7 +480,8 @@ def _check_resume(out_dir: Path, cfg: dict) -> None:
     write_json_atomic(path, settings)
 
 
-def _plain(cfg: Mapping[str, Any]) -> dict:
+def plain_settings(cfg: Mapping[str, Any]) -> dict:
+    """Simulator settings as a plain dict (a Hydra config is resolved in its context)."""
     try:
         from omegaconf import DictConfig, OmegaConf
 

@@ -23,16 +23,6 @@ SETTINGS_KEY = "synthetic"
 RUN_ONLY = ("n_jobs", "out_dir")  # how and where a data set was made, not what it holds
 
 
-def _plain(settings: Mapping[str, Any]) -> dict:
-    """Plain settings without the ``hydra`` section that conf/simulate.yaml carries for its own command."""
-    from omegaconf import Container, DictConfig, OmegaConf
-
-    if isinstance(settings, DictConfig):  # values read in place, so interpolations resolve in their context
-        return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, Container) else v
-                for k, v in ((k, settings[k]) for k in settings if k != "hydra")}
-    return {k: v for k, v in json.loads(json.dumps(dict(settings))).items() if k != "hydra"}
-
-
 def _fingerprint(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in RUN_ONLY}
 
@@ -52,10 +42,10 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
     ``root`` holds a data set of other settings and ``rebuild`` is false.
     """
     from data_prep.patches import build_patches
-    from data_prep.simulate import simulate_dataset
+    from data_prep.simulate import plain_settings, simulate_dataset
 
     root = Path(root)
-    plain = _plain(settings)
+    plain = plain_settings(settings)
     wanted = _fingerprint(plain)
     scenes_dir = Path(plain["out_dir"])
     index = root / DATASET_FILE

@@ -16,9 +16,7 @@ TEST_PATCH = 64  # SMP needs multiples of 32; small patches keep CPU tests fast
 
 def simulator_config(**overrides) -> dict:
     """conf/simulate.yaml as a plain dict, with nested overrides (``landslides={...}`` merges)."""
-    raw = OmegaConf.load(CONF / "simulate.yaml")
-    raw.pop("hydra", None)  # the command's own log folder, not a simulator setting
-    cfg = OmegaConf.to_container(raw, resolve=True)
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "simulate.yaml"), resolve=True)
     for key, value in overrides.items():
         if isinstance(value, dict):
             cfg[key] = {**cfg[key], **value}
