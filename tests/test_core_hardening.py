@@ -158,5 +158,11 @@ def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path):
                           cwd=work, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": f"{REPO}"})
     assert done.returncode == 0, done.stderr[-2000:]
+    patches = tmp_path / "patches"
+    done = subprocess.run([sys.executable, "-m", "data_prep.patches", f"scenes_dir={out}", f"out_dir={patches}",
+                           "patch_size=32", "progress=false", "n_jobs=1"], cwd=work, capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "PYTHONPATH": f"{REPO}"})
+    assert done.returncode == 0, done.stderr[-2000:]
     assert list(work.iterdir()) == []  # no outputs/DATE/TIME in the user's working directory
     assert list((out / ".logs").glob("*/.hydra/config.yaml"))
+    assert list((patches / ".logs").glob("*/.hydra/config.yaml"))
