@@ -1,6 +1,7 @@
 """The evaluation pass (TestEvaluation) against ``trainer.test`` with only the pixel counts, in one run.
 
     python bench/bench_evaluation.py [--model segformer_b2] [--patches 64] [--size 256] [--batch 8] [--rounds 3]
+    python bench/bench_evaluation.py --emulate-ms 1.0 --eval-workers 1   # an accelerator, emulated on the CPU
 
 Same model weights, threshold, data and loader for both; rounds alternate so
 machine noise hits both alike. The data set is written once into a temporary
@@ -9,6 +10,12 @@ to a few thousand pixels. The model's threshold is set so that about 2% of the
 pixels are predicted, scattered (many small regions: the hard case for the
 object statistics). Target (issue 10): ratio at most 1.10 on a GPU; printed on
 the CPU. Baselines are not part of the pass (they run after it, on the CPU).
+
+``--emulate-ms M`` stands in for an accelerator where none is lent: the network
+becomes a 1 x 1 convolution (scattered predictions, as above) that then sleeps
+M ms per patch, leaving the CPU free as a GPU's inference does. The ratio then
+shows what the evaluation's CPU side (sweep, transfers, object statistics in
+``--eval-workers`` processes) adds to inference of that speed.
 """
 
 from __future__ import annotations
@@ -63,8 +70,23 @@ def build_module(model: str) -> LandslideSegmenter:
     return LandslideSegmenter(net=cfg.model.net, bands=list(cfg.data.bands))
 
 
-def timed_test(module: LandslideSegmenter, datamodule: PatchDataModule, evaluate: bool, accelerator: str) -> float:
-    callbacks = [TestEvaluation(baselines=False, figures=False)] if evaluate else []
+class EmulatedAccelerator(torch.nn.Module):
+    """A 1 x 1 convolution, then ``ms`` milliseconds of sleep per patch (inference that leaves the CPU idle)."""
+
+    def __init__(self, channels: int, ms: float):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 1, 1)
+        self.ms = ms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        time.sleep(self.ms * x.shape[0] / 1000)
+        return out
+
+
+def timed_test(module: LandslideSegmenter, datamodule: PatchDataModule, evaluate: bool, accelerator: str,
+               eval_workers: int = 2) -> float:
+    callbacks = [TestEvaluation(baselines=False, figures=False, workers=eval_workers)] if evaluate else []
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     if accelerator == "gpu":
@@ -88,6 +110,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: 32 on GPU, 8 on CPU")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 4 on GPU, 0 on CPU)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--eval-workers", type=int, default=2, help="eval.workers: object-statistics processes")
+    parser.add_argument("--emulate-ms", type=float, default=None,
+                        help="emulate an accelerator: 1x1 conv + this many ms of idle time per patch")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     gpu = torch.cuda.is_available()
@@ -103,20 +128,27 @@ def main() -> None:
                                      split=RegionSplit(val_events=["val_b"], test_events=["test_c"]))
         datamodule.setup("test")
         module = build_module(args.model)
+        if args.emulate_ms is not None:
+            torch.manual_seed(0)
+            module.net = EmulatedAccelerator(len(BANDS), args.emulate_ms)
         module.set_normalization(datamodule.band_mean, datamodule.band_std)
         module.eval()
         with torch.no_grad():  # a threshold that predicts ~2% of the pixels
             first = next(iter(datamodule.test_dataloader()))
             probability = torch.sigmoid(module(first["bands"], first["valid"]))
             module.threshold.fill_(float(torch.quantile(probability.flatten()[::7], 0.98)))
-        timed_test(module, datamodule, True, accelerator)  # warm-up (cudnn, worker start, page cache)
+        timed_test(module, datamodule, True, accelerator, args.eval_workers)  # warm-up (cudnn, workers, page cache)
         plain, full = [], []
         for _ in range(args.rounds):
             plain.append(timed_test(module, datamodule, False, accelerator))
-            full.append(timed_test(module, datamodule, True, accelerator))
+            full.append(timed_test(module, datamodule, True, accelerator, args.eval_workers))
     device = torch.cuda.get_device_name() if gpu else "CPU"
+    if args.emulate_ms is not None:
+        device += f" (accelerator emulated: {args.emulate_ms} ms per patch, idle CPU)"
+        args.model = "1x1 conv"
     ratios = [f / p for f, p in zip(full, plain, strict=True)]
-    print(f"{device}: {args.model}, {n_test} test patches of {args.size} px, batch {batch}, {workers} workers")
+    print(f"{device}: {args.model}, {n_test} test patches of {args.size} px, batch {batch}, {workers} loader workers, "
+          f"{args.eval_workers} evaluation workers")
     print(f"trainer.test, pixel counts only: {statistics.median(plain):.2f} s (rounds {', '.join(f'{t:.2f}' for t in plain)})")
     print(f"trainer.test + evaluation pass:  {statistics.median(full):.2f} s (rounds {', '.join(f'{t:.2f}' for t in full)})")
     print(f"ratio of medians {statistics.median(full) / statistics.median(plain):.3f}, median of per-round ratios "

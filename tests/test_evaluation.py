@@ -145,3 +145,52 @@ def test_trivial_predictors_by_hand():
     assert trivial["all_landslide"]["precision"] == pytest.approx(3 / 8) and trivial["all_landslide"]["recall"] == 1
     assert trivial["all_landslide"]["f1"] == pytest.approx(6 / 11) and trivial["all_landslide"]["iou"] == pytest.approx(3 / 8)
     assert trivial["all_background"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "iou": 0.0}
+
+
+def test_object_statistics_in_worker_processes_match_hand_count():
+    """Masks travel bit-packed to forked workers; the answer must be the hand-worked one.
+
+    Patch 0 (5 x 10): a 2 x 2 landslide at rows 0-1, cols 0-1, predicted on 3 of its
+    pixels, plus a predicted 1 x 2 region at row 4, cols 8-9 touching no landslide
+    (a false alarm, 2 FP pixels, nearest object 0). Patch 1: nothing at all.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from insarslide.evaluation import _objects_of_batch, object_pool
+
+    truth = np.zeros((2, 5, 10), bool)
+    truth[0, 0:2, 0:2] = True
+    predicted = np.zeros_like(truth)
+    predicted[0, 0, 0:2] = predicted[0, 1, 0] = True
+    predicted[0, 4, 8:10] = True
+    pool = object_pool(2)
+    try:
+        assert isinstance(pool, ProcessPoolExecutor)
+        result = pool.submit(_objects_of_batch, np.packbits(predicted, axis=-1), np.packbits(truth, axis=-1), 10).result()
+    finally:
+        pool.shutdown()
+    first, second = result
+    assert first.area.tolist() == [4] and first.tp.tolist() == [3] and first.fp.tolist() == [2]
+    assert first.false_alarm_nearest.tolist() == [0] and first.unassigned_fp == 0
+    assert second.area.size == 0 and second.false_alarm_nearest.size == 0 and second.unassigned_fp == 0
+    assert object_pool(0) is None
+
+
+def test_console_table_puts_the_model_beside_its_baselines(capsys):
+    from insarslide.train import comparison_rows, print_metrics_table
+
+    metrics = {"model": "unet_r34", "parameters": 14.3e6, "threshold": 0.125, "precision": 0.25, "recall": 0.5,
+               "f1": 1 / 3, "iou": 0.2, "average_precision": 0.3,
+               "baselines": {"best_single_band": {"rule": "coherence <= 0.310", "precision": 0.1, "recall": 0.2,
+                                                  "f1": 0.4 / 3, "iou": 0.0714},
+                             "logistic_regression": {"precision": 0.05, "recall": 0.5, "f1": 0.0909, "iou": 0.0476},
+                             "all_landslide": {"precision": 0.01, "recall": 1.0, "f1": 0.0198, "iou": 0.01}}}
+    names = [name for name, _ in comparison_rows(metrics)]
+    assert names == ["unet_r34 (threshold 0.125)", "best single band: coherence <= 0.310",
+                     "logistic regression on the bands", "every valid pixel a landslide"]
+    assert [scores["iou"] for _, scores in comparison_rows(metrics)] == [0.2, 0.0714, 0.0476, 0.01]
+    print_metrics_table(metrics)
+    out = capsys.readouterr().out
+    assert "coherence <= 0.310" in out and "0.071" in out and "0.048" in out and "0.200" in out
+    # Without baselines (eval.baselines=false) the model's row stands alone.
+    assert len(comparison_rows({**metrics, "baselines": None})) == 1

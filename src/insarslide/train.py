@@ -80,17 +80,35 @@ def resolved_config(cfg: DictConfig, choices: Mapping[str, Any]) -> dict[str, An
     return {**plain, "choices": dict(choices)}
 
 
+def comparison_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """The model's test scores and those of the trivial baselines on the same test split, in table order."""
+    rows = [(f"{metrics['model']} (threshold {metrics['threshold']:.3f})", metrics)]
+    baselines = metrics.get("baselines") or {}
+    if "best_single_band" in baselines:
+        rows.append((f"best single band: {baselines['best_single_band']['rule']}", baselines["best_single_band"]))
+    if "logistic_regression" in baselines:
+        rows.append(("logistic regression on the bands", baselines["logistic_regression"]))
+    if "all_landslide" in baselines:
+        rows.append(("every valid pixel a landslide", baselines["all_landslide"]))
+    return rows
+
+
 def print_metrics_table(metrics: dict) -> None:
+    """Test scores of the model beside the trivial baselines (chosen on validation, same test split)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"test metrics: {metrics['model']} ({metrics['parameters'] / 1e6:.1f}M parameters)")
-    columns = ("precision", "recall", "f1", "iou", "threshold", "average_precision")
-    shown = [c for c in columns if metrics.get(c) is not None]
-    for column in shown:
+    table = Table(title=f"test metrics: {metrics['model']} ({metrics['parameters'] / 1e6:.1f}M parameters) "
+                        "and trivial baselines on the same test split")
+    table.add_column("predictor")
+    columns = ("precision", "recall", "f1", "iou")
+    for column in columns:
         table.add_column(column, justify="right")
-    table.add_row(*(f"{metrics[k]:.3f}" for k in shown))
-    Console().print(table)
+    for name, scores in comparison_rows(metrics):
+        table.add_row(name, *(f"{scores[k]:.3f}" if scores.get(k) is not None else "-" for k in columns))
+    Console(width=140).print(table)
+    if metrics.get("average_precision") is not None:
+        Console(width=140).print(f"model average precision (test): {metrics['average_precision']:.3f}")
 
 
 def write_run_files(output_dir: Path, evaluation: TestEvaluation | None, threshold: ThresholdChoice | None,
