@@ -88,7 +88,9 @@ def test_switch_off_options(tmp_path):
     wandb = compose_train(["logger=wandb"], tmp_path).logger.wandb
     assert wandb._target_.endswith("WandbLogger") and wandb.project == "insarslide"
     quick = compose_train(["experiment=quickstart"], tmp_path)
-    assert quick.data.builder.settings.n_scenes == 8 and quick.data.builder.settings.processing.looks_az == 4
+    assert quick.data.builder.settings.n_scenes == 48 and quick.data.builder.settings.processing.looks_az == 4
+    assert quick.model.name == "unet_r18" and quick.split._target_.endswith("RegionSplit")
+    assert list(quick.split.fractions) == [0.6, 0.2, 0.2] and quick.sampler.epoch_length == 320
 
 
 def test_simulate_and_patches_configs_compose():
