@@ -32,7 +32,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from insarslide.checkpoints import LAST_CHECKPOINT
+from insarslide.checkpoints import RESUME_CHECKPOINT
 from insarslide.samplers import derive_seed
 
 
@@ -146,8 +146,13 @@ class Preempted(SystemExit):
 
 
 class ResumeCheckpoint(Checkpoint):
-    """Resume points between epoch ends: ``last.ckpt`` every ``every_n_steps`` training batches, and on a
-    pre-emption signal (SIGTERM, SIGUSR1: what SLURM sends before it kills a job).
+    """The resume point ``checkpoints/resume.ckpt``: the newest training state, written at every epoch end,
+    every ``every_n_steps`` training batches (optional) and on a pre-emption signal (SIGTERM, SIGUSR1: what
+    SLURM sends before it kills a job).
+
+    ``ModelCheckpoint`` keeps the best checkpoint and its ``last.ckpt`` copy
+    (Lightning 2.6 refreshes ``last.ckpt`` only when a new best is saved), so
+    neither is the newest state; this file is.
 
     A signal only sets a flag; the save happens at the next point where
     Lightning can resume exactly (the end of a training batch that is not the
@@ -166,7 +171,7 @@ class ResumeCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str, every_n_steps: int | None = None,
-                 signals: Sequence[str] = ("SIGTERM", "SIGUSR1"), filename: str = LAST_CHECKPOINT):
+                 signals: Sequence[str] = ("SIGTERM", "SIGUSR1"), filename: str = RESUME_CHECKPOINT):
         if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps
                                           or every_n_steps < 1):
             raise ValueError(f"callbacks.checkpoint_every_n_steps={every_n_steps!r}: a positive whole number of "
@@ -178,6 +183,7 @@ class ResumeCheckpoint(Checkpoint):
         self.requested: int | None = None
         self._previous: dict[int, Any] = {}
         self._active = False
+        self._saved_step: int | None = None
 
     @property
     def path(self) -> Path:
@@ -232,7 +238,10 @@ class ResumeCheckpoint(Checkpoint):
         return bool(trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False))
 
     def _save(self, trainer: L.Trainer) -> None:
+        if self._saved_step == trainer.global_step and self.path.is_file():
+            return  # already the state at this step (e.g. validation end, then epoch end)
         trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
 
     def _stop(self, trainer: L.Trainer) -> None:
         self._save(trainer)
@@ -251,17 +260,21 @@ class ResumeCheckpoint(Checkpoint):
                            batch_idx: int) -> None:
         stop = self._stop_requested(trainer)
         if batch_idx + 1 >= trainer.num_training_batches:
-            return  # the epoch-end checkpoint (after validation) is the resume point
+            return  # the epoch-end save (after validation) is the resume point
         if stop:
             self._stop(trainer)
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
             self._save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and self._stop_requested(trainer):
+        if trainer.sanity_checking:
+            return
+        self._save(trainer)
+        if self._stop_requested(trainer):
             self._stop(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save(trainer)
         if self._stop_requested(trainer):
             self._stop(trainer)
 

@@ -23,7 +23,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -31,9 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from insarslide.atomic import temporary_sibling
 
+if TYPE_CHECKING:
+    from insarslide.module import LandslideSegmenter
+
 RECORD_KEY = "insarslide"
 CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
+RESUME_CHECKPOINT = "resume.ckpt"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -77,12 +80,38 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"checkpoint {path}: refused: it holds a Python object{what} that a safe load "
                               "(weights_only=True) does not unpickle; only tensors and plain values are read") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except RuntimeError as exc:
+        if "data.pkl" in str(exc):
+            raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint: a zip archive without the "
+                                  "pickled data torch.save writes") from None
+        raise CheckpointError(f"checkpoint {path}: damaged or unreadable ({str(exc).splitlines()[0]})") from None
+    except (EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: damaged or unreadable ({reason})") from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"checkpoint {path}: not a training checkpoint (no 'state_dict'; write one with train.py)")
     return state
+
+
+def load_module(path: str | os.PathLike, map_location: Any = "cpu",
+                expected: Mapping[str, Any] | None = None) -> "LandslideSegmenter":
+    """The :class:`LandslideSegmenter` of a training checkpoint (safely loaded), rebuilt from its
+    hyper-parameters; refused when its record differs from ``expected`` (:func:`check_compatible`)."""
+    from insarslide.module import LandslideSegmenter
+
+    state = load_checkpoint(path)
+    hparams = state.get("hyper_parameters")
+    if not isinstance(hparams, Mapping) or "bands" not in hparams:
+        raise CheckpointError(f"checkpoint {path}: not an insarslide training checkpoint "
+                              "(no 'bands' hyper-parameter; train with train.py)")
+    if expected:
+        check_compatible(path, state, expected)
+    try:
+        module = LandslideSegmenter(**hparams)
+        module.load_state_dict(state["state_dict"])
+    except Exception as exc:  # a network config or weights this code cannot rebuild
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
+    return module.to(map_location)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -155,15 +184,16 @@ def check_compatible(path: str | os.PathLike, state: Mapping[str, Any], expected
 
 # ------------------------------------------------------------- run folders
 def newest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run folder: ``checkpoints/last.ckpt``, which every save refreshes
-    (epoch end, every N steps, pre-emption); without it the newest ``*.ckpt`` by modification time.
+    """The newest complete checkpoint of a run folder: ``checkpoints/resume.ckpt``, which every epoch end,
+    every N steps and a pre-emption refresh (:class:`insarslide.callbacks.ResumeCheckpoint`); without it
+    the newest ``*.ckpt`` by modification time.
 
     Temporary files of an interrupted save (``.NAME.*.tmp``) are never candidates.
     """
     folder = Path(run_dir) / CHECKPOINT_DIR
-    last = folder / LAST_CHECKPOINT
-    if last.is_file():
-        return last
+    resume = folder / RESUME_CHECKPOINT
+    if resume.is_file():
+        return resume
     found = [p for p in folder.glob("*.ckpt") if p.is_file() and not p.name.startswith(".")]
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
