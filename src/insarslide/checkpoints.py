@@ -70,9 +70,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         head = handle.read(8)
     if not head.startswith(_ZIP_MAGIC):
         raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint: {_describe_non_checkpoint(head)}")
-    if not zipfile.is_zipfile(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+    except zipfile.BadZipFile:
         raise CheckpointError(f"checkpoint {path}: damaged or truncated (its zip archive has no central directory; "
-                              "an interrupted copy?)")
+                              "an interrupted copy?)") from None
+    if not any(name.endswith("/data.pkl") for name in members):
+        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint: a zip archive without the pickled "
+                              "data torch.save writes")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
@@ -80,12 +86,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"checkpoint {path}: refused: it holds a Python object{what} that a safe load "
                               "(weights_only=True) does not unpickle; only tensors and plain values are read") from None
-    except RuntimeError as exc:
-        if "data.pkl" in str(exc):
-            raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint: a zip archive without the "
-                                  "pickled data torch.save writes") from None
-        raise CheckpointError(f"checkpoint {path}: damaged or unreadable ({str(exc).splitlines()[0]})") from None
-    except (EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: damaged or unreadable ({reason})") from None
     if not isinstance(state, dict) or "state_dict" not in state:

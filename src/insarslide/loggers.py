@@ -18,6 +18,8 @@ import logging
 import netrc
 import os
 import re
+import secrets
+import string
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -59,9 +61,7 @@ def wandb_run_id(save_dir: Path, resume: bool) -> str:
         return stored.read_text().strip()
     if resume:
         log.warning("W&B: %s holds no %s; the resumed run logs to a new W&B run", save_dir, WANDB_ID_FILE)
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
     tmp = temporary_sibling(stored)
     try:
         tmp.write_text(run_id + "\n")
