@@ -385,3 +385,54 @@ def test_wandb_resumes_the_run_id_stored_in_the_run_folder(tmp_path, monkeypatch
     assert continued.version == stored and continued._wandb_init["resume"] == "allow"
     (again,) = build_loggers(node, "run", None)  # a new run in this folder gets a new id
     assert again.version != stored
+
+
+def test_submitit_signal_saves_then_hands_over_to_submitits_handler(tmp_path, monkeypatch):
+    """Under submitit its pre-emption signal (USR2) is caught too: save at the batch end, then submitit's own
+    handler runs (it requeues the job and exits with -1); signals given by name are checked."""
+    import lightning as L
+
+    from insarslide.callbacks import ResumeCheckpoint
+
+    with pytest.raises(ValueError, match="callbacks.resume_checkpoint.signals: unknown signal 'SIGNOPE'"):
+        ResumeCheckpoint(str(tmp_path), signals=["SIGNOPE"])
+    with pytest.raises(ValueError, match="callbacks.checkpoint_every_n_steps=0"):
+        ResumeCheckpoint(str(tmp_path), every_n_steps=0)
+
+    class SignalledAtSecondBatch(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGUSR2)  # what SLURM sends to a submitit job before its time limit
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    saved_when_called = []
+
+    def submitit_handler(signum, frame):  # stands for submitit's checkpoint_and_try_requeue
+        saved_when_called.append((signum, (tmp_path / "resume.ckpt").is_file()))
+        raise SystemExit(-1)
+
+    originals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    signal.signal(signal.SIGUSR2, submitit_handler)
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
+    callback = ResumeCheckpoint(str(tmp_path))
+    assert callback.handled_signals() == [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2]
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(8, 2)), batch_size=2)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[callback])
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            trainer.fit(SignalledAtSecondBatch(), data)
+    finally:
+        for signum, handler in originals.items():
+            signal.signal(signum, handler)
+    assert stopped.value.code == -1 and saved_when_called == [(signal.SIGUSR2, True)]
+    state = load_checkpoint(tmp_path / "resume.ckpt")
+    assert state["global_step"] == 2  # saved at the end of the batch that got the signal
