@@ -238,6 +238,8 @@ class ResumeCheckpoint(Checkpoint):
         return bool(trainer.strategy.reduce_boolean_decision(self.requested is not None, all=False))
 
     def _save(self, trainer: L.Trainer) -> None:
+        if trainer.fast_dev_run:
+            return  # a smoke test saves nothing (as ModelCheckpoint)
         if self._saved_step == trainer.global_step and self.path.is_file():
             return  # already the state at this step (e.g. validation end, then epoch end)
         trainer.save_checkpoint(self.path)
