@@ -153,12 +153,13 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_metrics(reference
     killed_dir = tmp_path / "killed"
     killed = Run(train_command(patch_root, killed_dir, "callbacks.checkpoint_every_n_steps=1"), tmp_path / "killed.log")
     resume_point = killed_dir / "checkpoints" / "resume.ckpt"
-    wait_for(killed, checkpointed(resume_point), lambda p: p[0] == 1 and p[1] >= 2)
+    # Kill at the first mid-epoch resume point from batch 2 of epoch 1 on (a busy machine may let a few pass).
+    wait_for(killed, checkpointed(resume_point), lambda p: p >= (1, 2) and p[1] > 0)
     killed.process.send_signal(signal.SIGKILL)
     killed.wait(expected=-signal.SIGKILL)
     assert not (killed_dir / "metrics.json").exists()
     epoch, done = position(resume_point)
-    assert epoch == 1 and 0 < done < BATCHES_PER_EPOCH  # really in the middle of an epoch
+    assert epoch in (1, 2) and 0 < done < BATCHES_PER_EPOCH  # really in the middle of an epoch
 
     Run(train_command(patch_root, tmp_path / "resume_log", "callbacks.checkpoint_every_n_steps=1",
                       f"resume={killed_dir}"), tmp_path / "resume.log").wait()
@@ -167,12 +168,16 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_metrics(reference
     reference_dir = finished(reference)
     assert metrics(killed_dir) == metrics(reference_dir)
     assert_same_weights(killed_dir / "checkpoints" / "resume.ckpt", reference_dir / "checkpoints" / "resume.ckpt")
-    # metrics.csv goes on in the same file: every step logged once, with the uninterrupted run's values.
-    # (train/loss_epoch of the resumed epoch averages only the batches after the resume: docs/long_runs.md.)
+    # metrics.csv goes on in the same file: each step logged once, with the uninterrupted run's values. The row
+    # of the checkpointed batch itself is logged just after the save, so a kill in between loses it (documented,
+    # as is train/loss_epoch of the resumed epoch, which averages only the batches after the resume).
     resumed, uninterrupted = csv_rows(killed_dir), csv_rows(reference_dir)
-    steps = [(r["step"], r["train/loss_step"]) for r in resumed if r["train/loss_step"]]
-    assert [int(s) for s, _ in steps] == list(range(EPOCHS * BATCHES_PER_EPOCH))
-    assert steps == [(r["step"], r["train/loss_step"]) for r in uninterrupted if r["train/loss_step"]]
+    steps = {int(r["step"]): r["train/loss_step"] for r in resumed if r["train/loss_step"]}
+    expected = {int(r["step"]): r["train/loss_step"] for r in uninterrupted if r["train/loss_step"]}
+    assert len(steps) == len([r for r in resumed if r["train/loss_step"]])  # no step twice
+    checkpointed_batch = epoch * BATCHES_PER_EPOCH + done - 1
+    assert set(expected) - set(steps) <= {checkpointed_batch}
+    assert steps == {step: expected[step] for step in steps}
     assert [r["val/iou"] for r in resumed if r["val/iou"]] == [r["val/iou"] for r in uninterrupted if r["val/iou"]]
 
 
@@ -191,8 +196,9 @@ def test_sigterm_saves_exits_143_and_resume_true_finds_the_run(reference, tmp_pa
     first.process.send_signal(signal.SIGTERM)
     output = first.wait(expected=128 + signal.SIGTERM)
     assert "SIGTERM: saved" in output and "Traceback" not in output
-    epoch, done = position(run_dir / "checkpoints" / "resume.ckpt")
-    assert epoch == 1 and 0 < done < BATCHES_PER_EPOCH  # the save at the signal, in the middle of epoch 1
+    # The save at the signal: after epoch 0's end (in the middle of epoch 1 unless a busy machine let the run
+    # reach the epoch's last batch, whose signal is handled at the epoch end).
+    assert position(run_dir / "checkpoints" / "resume.ckpt") > (1, 0)
     assert not (run_dir / "metrics.json").exists()
 
     Run(train_command(patch_root, pattern, "resume=true"), tmp_path / "second.log").wait()
@@ -234,7 +240,7 @@ def test_two_kills_in_full_epochs_with_workers_then_resume(tmp_path, patch_root)
         if resumed:
             run = Run(train_command(patch_root, tmp_path / "log", *extra, *steps, f"resume={run_dir}", **common),
                       tmp_path / f"resume{epoch}.log")
-        wait_for(run, checkpointed(resume_point), lambda p, e=epoch: p[0] == e and p[1] >= 3)
+        wait_for(run, checkpointed(resume_point), lambda p, e=epoch: p >= (e, 3) and p[1] > 0)
         run.process.send_signal(signal.SIGKILL)
         run.wait(expected=-signal.SIGKILL)
     Run(train_command(patch_root, run_dir, *extra, *steps, "resume=true", **common),  # the folder is given
