@@ -8,7 +8,7 @@ import torch
 from conftest import compose_train
 from insarslide.augment import AlbumentationsAugmenter, Augmenter
 from insarslide.oversample import SmallLandslideOversampler, apply_crop, crop_origin
-from insarslide.samplers import BucketSampler, bucket_weights
+from insarslide.samplers import BucketSampler, EpochDraws, bucket_weights
 from insarslide.smoothing import SoftLabelCache, smooth_labels
 from insarslide.sizes import patch_size_classes, patch_size_edges
 from insarslide.splits import RandomSplit, RegionSplit, StratifiedSplit
@@ -195,7 +195,7 @@ def test_bucket_sampler_shares_within_three_standard_errors():
     pixels = np.concatenate([np.zeros(300, int), rng.integers(1, 5000, 200)])
     weights = [0.1, 0.5, 0.3, 0.1]
     sampler = BucketSampler(weights=weights, epoch_length=10_000).build(pixels, pixels, seed=0)
-    draws = np.fromiter(iter(sampler), dtype=np.int64)
+    draws = np.array([index for index, _seed in sampler], dtype=np.int64)
     assert draws.size == 10_000
     _, buckets = bucket_weights(pixels, weights)
     shares = np.bincount(buckets[draws], minlength=4) / draws.size
@@ -229,7 +229,7 @@ def test_bucket_sampler_in_the_datamodule(tmp_path, patch_root):
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, torch.utils.data.WeightedRandomSampler) and len(loader.sampler) == 17
+    assert isinstance(loader.sampler, EpochDraws) and len(loader.sampler) == 17
 
 
 # ---------------------------------------------------------- augmentation

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, compose_train
+from insarslide.checkpoints import load_checkpoint, load_module
 from insarslide.normalization import band_statistics
 from insarslide.patchstore import PatchStore
 from insarslide.train import train
@@ -38,9 +39,10 @@ def test_limited_run_writes_checkpoints_threshold_and_metrics(tmp_path, patch_ro
                          "++trainer.limit_val_batches=2", "smoothing.sigma=3", "split=region"], tmp_path, patch_root)
     metrics = train(cfg)
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "split.csv").is_file()
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "resume.ckpt").is_file()
     best = metrics["best_checkpoint"]
-    state = torch.load(best, weights_only=False)
+    assert best.startswith("checkpoints/best-epoch")  # relative to the run folder
+    state = load_checkpoint(tmp_path / best)  # weights_only=True: nothing but tensors and plain values inside
     # The chosen threshold and the training normalisation travel with the best checkpoint.
     assert float(state["state_dict"]["threshold"]) == pytest.approx(metrics["threshold"])
     assert not torch.allclose(state["state_dict"]["band_std"], torch.ones(7))
@@ -60,14 +62,12 @@ def test_limited_run_writes_checkpoints_threshold_and_metrics(tmp_path, patch_ro
 
 
 def test_checkpoint_alone_rebuilds_the_model(tmp_path, patch_root):
-    from insarslide.module import LandslideSegmenter
-
     cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=1", "oversample=none", "sampler=uniform", "eval=none"],
                         tmp_path, patch_root)
     metrics = train(cfg)
     assert metrics["oversample"] == "none" and metrics["sampler"] == "uniform" and "size_classes" not in metrics
-    module = LandslideSegmenter.load_from_checkpoint(metrics["best_checkpoint"], map_location="cpu")
+    module = load_module(tmp_path / metrics["best_checkpoint"])
     assert float(module.threshold) == pytest.approx(metrics["threshold"])
     assert module.hparams.bands == list(cfg.data.bands)
     with pytest.raises(ValueError, match="multiples of 32"):

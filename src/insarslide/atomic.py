@@ -8,12 +8,25 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp makes it 0600)
+
+
 def temporary_sibling(final: str | os.PathLike) -> Path:
-    """An empty temporary file beside ``final`` (same folder, so ``os.replace`` onto it is atomic)."""
+    """An empty temporary file beside ``final`` (same folder, so ``os.replace`` onto it is atomic), with the
+    permissions a plainly written file would have."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, _FILE_MODE)
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

@@ -65,7 +65,9 @@ class Augmenter:
         self.phase = _PhaseOffset(phase_offset, self.rng)
 
     def reseed(self, seed: int) -> None:
-        """Give each DataLoader worker its own random stream."""
+        """Restart the random stream at ``seed``: the data set does this for every training draw, with the
+        draw's own seed (:class:`insarslide.samplers.EpochDraws`), so augmentation depends on neither the
+        DataLoader worker nor the draws before it."""
         self.rng = np.random.default_rng(seed)
         self.phase.rng = self.rng
 

@@ -9,6 +9,7 @@ split; the LightningModule stores them in its checkpoint.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -72,13 +73,20 @@ class PatchDataset(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         return {key: value[0] for key, value in self.__getitems__([k]).items()}
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """A whole batch, each sample copied straight into its slot (the DataLoader's fast path)."""
+    def __getitems__(self, indices: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """A whole batch, each sample copied straight into its slot (the DataLoader's fast path).
+
+        A training draw is ``(sample, augmentation seed)`` (:class:`insarslide.samplers.EpochDraws`): the
+        augmentation is reseeded per draw, so it depends neither on the worker nor on earlier draws.
+        """
         n, c, p = len(indices), len(self.band_idx), self.store.patch_size
         batch = {"bands": torch.empty(n, c, p, p), "target": torch.empty(n, p, p),
                  "landslide": torch.empty(n, p, p, dtype=torch.uint8), "valid": torch.empty(n, p, p, dtype=torch.uint8),
                  "index": torch.empty(n, dtype=torch.long)}
-        for slot, k in enumerate(indices):
+        for slot, draw in enumerate(indices):
+            k, augment_seed = draw if isinstance(draw, tuple) else (draw, None)
+            if augment_seed is not None and self.augment is not None:
+                self.augment.reseed(int(augment_seed))
             bands, target, landslide, valid, patch = self._sample(int(k))
             batch["bands"][slot].copy_(bands)
             batch["target"][slot].copy_(target)
@@ -96,10 +104,14 @@ def collate_batches(batch: Any) -> Any:
 
 
 def _worker_init(worker_id: int) -> None:
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset if info is not None else None
-    if isinstance(dataset, PatchDataset) and dataset.augment is not None:
-        dataset.augment.reseed(torch.initial_seed() % 2**32)
+    """Seed the worker's global NumPy and Python generators from its torch seed (distinct per worker).
+
+    The project's own draws do not use them: augmentation seeds travel with each
+    training draw (:class:`insarslide.samplers.EpochDraws`).
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 class PatchDataModule(L.LightningDataModule):
@@ -140,6 +152,7 @@ class PatchDataModule(L.LightningDataModule):
         self.rebuild = rebuild
         self.patch_size = patch_size
         self.seed = seed
+        self._train_start: tuple[int, int] | None = None  # (epoch, batches done) of a resumed run
         self.store: PatchStore | None = None
         self.split_labels: np.ndarray | None = None
         self.band_mean: np.ndarray | None = None
@@ -211,7 +224,16 @@ class PatchDataModule(L.LightningDataModule):
         sample_pixels = pixels[[s.patch for s in self.train_set.samples]]
         reference = pixels[self.split_labels == "train"]
         sampler = self.sampler.build(sample_pixels, reference, self.seed)
+        if self._train_start is not None:
+            epoch, batches_done = self._train_start
+            sampler.start_at(epoch, min(batches_done * self.batch_size, len(sampler)))
+            self._train_start = None
         return self._loader(self.train_set, self.batch_size, shuffle=True, sampler=sampler)
+
+    def resume_training_at(self, epoch: int, batches_done: int) -> None:
+        """Let the next training loader start ``batches_done`` batches into ``epoch``
+        (called by :class:`insarslide.callbacks.TrainingPosition` when a run resumes)."""
+        self._train_start = (int(epoch), int(batches_done))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.eval_batch_size, shuffle=False)

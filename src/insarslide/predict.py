@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from insarslide.atomic import temporary_sibling, write_json_atomic
+from insarslide.checkpoints import CheckpointError, load_module  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
 from insarslide.maps import (
     LANDSLIDE_NODATA,
     PROBABILITY_NODATA,
@@ -53,10 +54,6 @@ PADDINGS = ("reflect", "zero")
 BACKGROUNDS = ("elevation", "intensity")
 OUTPUT_SUFFIXES = {"probability": "_probability.tif", "landslides": "_landslides.tif",
                    "polygons": "_landslides.geojson", "quicklook": "_quicklook.png", "metrics": "_metrics.json"}
-
-
-class CheckpointError(ValueError):
-    """The checkpoint file cannot be used for prediction; the message names the file."""
 
 
 class OutputDirError(OSError):
@@ -272,23 +269,11 @@ def count_windows(shape: tuple[int, int], options: WindowOptions) -> int:
 
 
 # --------------------------------------------------------------- checkpoint
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LandslideSegmenter:
-    """The trained module of a training checkpoint, in eval mode; :class:`CheckpointError` if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: file does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for files that are not checkpoints
-        raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or "state_dict" not in state or "bands" not in state.get("hyper_parameters", {}):
-        raise CheckpointError(f"checkpoint {path}: not an insarslide training checkpoint "
-                              "(no 'state_dict' or no 'bands' hyper-parameter; train with train.py)")
-    try:
-        model = LandslideSegmenter.load_from_checkpoint(path, map_location=device)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
-    return model.eval()
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    tile_size: int | None = None) -> LandslideSegmenter:
+    """The trained module of a training checkpoint, in eval mode, loaded safely (:mod:`insarslide.checkpoints`);
+    :class:`CheckpointError` if it is not one, or if it was trained on patches of another size than ``tile_size``."""
+    return load_module(path, device, expected={"patch_size": tile_size} if tile_size else None).eval()
 
 
 # ------------------------------------------------------------------- scenes
@@ -493,7 +478,7 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     output_dir = check_output_dir(cfg.output_dir)
     scenes = resolve_scenes(cfg.scenes)[cfg.shard::cfg.num_shards]
     device = choose_device(str(cfg.device))
-    model = load_checkpoint(cfg.checkpoint, device)
+    model = load_checkpoint(cfg.checkpoint, device, tile_size=window.tile_size)
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold}: must be in [0, 1]")

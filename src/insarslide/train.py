@@ -6,23 +6,36 @@ its normalisation statistics from the data module in its own ``setup``;
 into every checkpoint; :class:`insarslide.evaluation.TestEvaluation` gathers
 the chapter-6 evaluation during ``trainer.test`` on the best checkpoint.
 ``train.py`` at the repository root is the Hydra entry point around it.
+
+A run continues from its newest checkpoint with ``resume=true`` (the newest
+run folder of the same config, found from Hydra's run-folder pattern),
+``resume=RUN_DIR`` (that folder), ``resume=FILE.ckpt`` (that checkpoint, in
+this run's folder) or by itself after a SLURM requeue (:func:`resume_point`;
+docs/long_runs.md).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import hydra
 import lightning as L
 import numpy as np
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 import insarslide.config  # noqa: F401  (registers resolvers)
 from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.callbacks import ThresholdChoice
+from insarslide.checkpoints import RunCheckpointIO, check_compatible, load_checkpoint, newest_checkpoint, run_record
 from insarslide.datamodule import PatchDataModule
 from insarslide.evaluation import TestEvaluation
 from insarslide.figures import CURVES_FILE, MAPS_FILE, save_run_figures
@@ -31,6 +44,7 @@ from insarslide.module import LandslideSegmenter
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
 STRATEGY_GROUPS = ("split", "sampler", "oversample", "augment", "scheduler")
 
 
@@ -92,6 +106,123 @@ def comparison_rows(metrics: dict) -> list[tuple[str, dict]]:
         rows.append(("every valid pixel a landslide", baselines["all_landslide"]))
     return rows
 
+# ------------------------------------------------------------------ resume
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run continues: its folder, and the checkpoint to continue from (None: the run is complete)."""
+
+    run_dir: Path
+    checkpoint: Path | None
+
+
+def slurm_restarted() -> bool:
+    """True in a SLURM job that was requeued (SLURM counts restarts in ``SLURM_RESTART_COUNT``)."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def _point_in(run_dir: Path) -> ResumePoint | None:
+    if (run_dir / METRICS_FILE).is_file():
+        return ResumePoint(run_dir, None)
+    checkpoint = newest_checkpoint(run_dir)
+    return ResumePoint(run_dir, checkpoint) if checkpoint is not None else None
+
+
+def run_dir_pattern(cfg: DictConfig) -> str | None:
+    """Glob of the run folders Hydra makes for this command: its run (or sweep job) folder pattern with every
+    interpolation (``${now:...}``, ``${hydra.job.num}``) as ``*``, under the directory Hydra started in."""
+    from hydra.core.hydra_config import HydraConfig
+
+    node = HydraConfig.get() if HydraConfig.initialized() else OmegaConf.select(cfg, "hydra")
+    if node is None:
+        return None
+    multirun = str(node.get("mode")) == "RunMode.MULTIRUN"
+    raw = OmegaConf.to_container(node.sweep if multirun else node.run, resolve=False)
+    pattern = f"{raw['dir']}/{raw['subdir']}" if multirun else str(raw["dir"])
+    while re.search(r"\$\{[^{}]*\}", pattern):
+        pattern = re.sub(r"\$\{[^{}]*\}", "*", pattern)
+    cwd = OmegaConf.select(node, "runtime.cwd", default=None) or os.getcwd()
+    return str(Path(cwd) / pattern)
+
+
+def comparable_config(config: Mapping[str, Any], run_dir: str) -> Any:
+    """A run's config as two invocations of one command share it: its own folder as a placeholder, no ``resume``."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value.replace(run_dir, "<run_dir>") if isinstance(value, str) and run_dir else value
+
+    return plain({k: v for k, v in config.items() if k != "resume"})
+
+
+def find_run(cfg: DictConfig, config: Mapping[str, Any]) -> Path | None:
+    """The newest run folder (by its ``config.yaml``) matching Hydra's run-folder pattern whose config is this one."""
+    pattern = run_dir_pattern(cfg)
+    if pattern is None:
+        return None
+    wanted = comparable_config(config, str(cfg.paths.output_dir))
+    matches = []
+    for folder in glob.glob(pattern):
+        stored = Path(folder) / CONFIG_FILE
+        if not stored.is_file() or Path(folder).resolve() == Path(cfg.paths.output_dir).resolve():
+            continue
+        previous = OmegaConf.to_container(OmegaConf.load(stored), resolve=False)
+        own_dir = str((previous.get("paths") or {}).get("output_dir") or folder)
+        if comparable_config(previous, own_dir) == wanted:
+            matches.append(Path(folder))
+    log.info("resume=true: %d earlier run(s) of this config under %s", len(matches), pattern)
+    return max(matches, key=lambda p: (p / CONFIG_FILE).stat().st_mtime_ns) if matches else None
+
+
+def resume_point(cfg: DictConfig, choices: Mapping[str, Any]) -> ResumePoint | None:
+    """Where this invocation continues, from ``resume``; None for a new run.
+
+    - ``resume=false`` (default): a new run, except in a requeued SLURM job whose
+      run folder already holds a checkpoint (it continues there).
+    - ``resume=true``: this run's folder if it already holds a checkpoint (an
+      explicit ``hydra.run.dir``, a requeue), else the newest run folder of the
+      same config (:func:`find_run`); none: a new run.
+    - ``resume=RUN_DIR``: continue that run in its folder.
+    - ``resume=FILE.ckpt``: start from that checkpoint in this run's folder.
+
+    A run folder with ``metrics.json`` is complete: the point has no checkpoint.
+    """
+    value = cfg.get("resume", False)
+    output_dir = Path(cfg.paths.output_dir)
+    if value is None or value is False:
+        return _point_in(output_dir) if slurm_restarted() else None
+    if value is True:
+        here = _point_in(output_dir)
+        if here is not None:
+            return here
+        found = find_run(cfg, resolved_config(cfg, choices))
+        if found is None:
+            log.info("resume=true: no earlier run of this config; starting a new one in %s", output_dir)
+            return None
+        point = _point_in(found)
+        if point is None:
+            log.info("resume=true: %s has no checkpoint yet; starting a new run in %s", found, output_dir)
+        return point
+    path = Path(str(value))
+    if path.is_file():
+        return ResumePoint(output_dir, path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"resume={value}: no such run folder or checkpoint file")
+    point = _point_in(path)
+    if point is None:
+        raise FileNotFoundError(f"resume={value}: {path / 'checkpoints'} holds no checkpoint to continue from")
+    return point
+
+
+def trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """Atomic, safe checkpoint I/O with the run record; under SLURM, Lightning's own auto-requeue off
+    (:class:`insarslide.callbacks.ResumeCheckpoint` saves at a batch boundary and submitit requeues)."""
+    plugins: list[Any] = [RunCheckpointIO(run_record(cfg))]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
 
 def print_metrics_table(metrics: dict) -> None:
     """Test scores of the model beside the trivial baselines (chosen on validation, same test split)."""
@@ -139,29 +270,61 @@ def write_run_files(output_dir: Path, evaluation: TestEvaluation | None, thresho
         tmp.unlink(missing_ok=True)
 
 
+def run_relative(path: str, output_dir: Path) -> str | None:
+    """``path`` relative to the run folder when inside it (so metrics.json does not depend on where the run
+    lives: a resumed or repeated run writes the same file), else as given; None for no path."""
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(output_dir.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; returns the metrics dict also written to ``metrics.json``."""
+    """Run one experiment (or continue one, see :func:`resume_point`); returns the metrics dict also
+    written to ``metrics.json``."""
+    choices = config_choices(cfg)
+    point = resume_point(cfg, choices)
+    if point is not None and point.run_dir.resolve() != Path(cfg.paths.output_dir).resolve():
+        log.info("continuing the run in %s (this invocation's folder keeps only its log)", point.run_dir)
+        cfg.paths.output_dir = str(point.run_dir)
     output_dir = Path(cfg.paths.output_dir)
+    if point is not None and point.checkpoint is None:
+        log.info("%s is complete (%s exists): nothing to resume", output_dir, METRICS_FILE)
+        return json.loads((output_dir / METRICS_FILE).read_text())
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-    choices = config_choices(cfg)
     config = resolved_config(cfg, choices)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    tmp = temporary_sibling(output_dir / CONFIG_FILE)
+    try:
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+        tmp.replace(output_dir / CONFIG_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    resume_step = None
+    if point is not None:
+        state = load_checkpoint(point.checkpoint, mmap=True)
+        check_compatible(point.checkpoint, state, run_record(cfg))
+        resume_step = int(state.get("global_step", 0))
+        log.info("resuming from %s (epoch %s, step %d)", point.checkpoint, state.get("epoch"), resume_step)
+        del state
 
     datamodule: PatchDataModule = hydra.utils.instantiate(cfg.data)
     module: LandslideSegmenter = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
     run_name = f"{cfg.model.name}-sigma{cfg.smoothing.sigma}-{choices.get('split')}-seed{cfg.seed}"
-    loggers = build_loggers(cfg.get("logger"), run_name, sweep_group())
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    loggers = build_loggers(cfg.get("logger"), run_name, sweep_group(), resume_step)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 plugins=trainer_plugins(cfg))
     threshold_choice = next((c for c in callbacks if isinstance(c, ThresholdChoice)), None)
     evaluation = next((c for c in callbacks if isinstance(c, TestEvaluation)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
     try:
         for lg in loggers:
             lg.log_hyperparams(config)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        checkpoint = trainer.checkpoint_callback
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point is not None else None)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         # The best checkpoint holds its validation threshold (ThresholdChoice); test restores both.
         test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)[0]
@@ -175,7 +338,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "model": cfg.model.name, **model_description(cfg), "parameters": module.num_parameters,
             "sigma": float(cfg.smoothing.sigma), "sampler": choices.get("sampler"),
             "oversample": choices.get("oversample"), "split": choices.get("split"), "seed": int(cfg.seed),
-            "bands": list(cfg.data.bands), "best_checkpoint": best_path or None, "data_counts": datamodule.counts,
+            "bands": list(cfg.data.bands), "best_checkpoint": run_relative(best_path, output_dir),
+            "data_counts": datamodule.counts,
         }
         if evaluation is not None:
             metrics.update(evaluation.sections())

@@ -1,0 +1,213 @@
+"""Checkpoint files (insarslide.checkpoints): safe loads refuse what is not a checkpoint, saves are atomic,
+and a checkpoint of other bands, another model or another patch size is refused by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, compose_train
+from insarslide.checkpoints import (
+    RECORD_KEY,
+    CheckpointError,
+    RunCheckpointIO,
+    check_compatible,
+    load_checkpoint,
+    newest_checkpoint,
+    save_checkpoint_atomic,
+)
+
+BANDS = ["phase", "coherence", "intensity", "elevation", "displacement", "unwrapped_phase", "local_incidence_angle"]
+UNET_R34 = {"_target_": "segmentation_models_pytorch.Unet", "encoder_name": "resnet34", "encoder_weights": None,
+            "in_channels": 7, "classes": 1}
+RECORD = {"bands": BANDS, "model_name": "unet_r34", "net": UNET_R34, "patch_size": 64}
+
+
+def fake_checkpoint(marker: float, record: dict | None = RECORD) -> dict:
+    state = {"state_dict": {"w": torch.full((3,), marker)}, "global_step": 7}
+    if record is not None:
+        state[RECORD_KEY] = record
+    return state
+
+
+# ------------------------------------------------------------ refusals
+def refused(path: Path) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert str(path) in message  # the file is named
+    return message
+
+
+def test_files_that_are_not_checkpoints_are_refused_by_name(tmp_path, patch_root):
+    missing = tmp_path / "missing.ckpt"
+    assert "does not exist" in refused(missing)
+
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    assert "not a PyTorch checkpoint: an empty file" in refused(empty)
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(os.urandom(4096).replace(b"PK", b"pk"))
+    assert "not a PyTorch checkpoint: unrecognised content" in refused(junk)
+
+    netcdf = next(Path(patch_root).glob("*.nc"))  # a NetCDF-4 patch file handed over by mistake
+    assert "an HDF5 / NetCDF-4 file" in refused(netcdf)
+
+    classic = tmp_path / "scene.nc"
+    classic.write_bytes(b"CDF\x01" + bytes(60))
+    assert "a classic NetCDF file" in refused(classic)
+
+    good = save_checkpoint_atomic(fake_checkpoint(1.0), tmp_path / "good.ckpt")
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert "damaged or truncated" in refused(truncated)
+
+    other_zip = tmp_path / "archive.ckpt"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+    assert "a zip archive without the pickled data" in refused(other_zip)
+
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"weights": torch.zeros(2)}, plain)
+    assert "not a training checkpoint (no 'state_dict'" in refused(plain)
+
+
+def test_a_checkpoint_holding_arbitrary_objects_is_not_unpickled(tmp_path):
+    path = tmp_path / "object.ckpt"
+    torch.save({"state_dict": {}, "extra": Fraction(1, 3)}, path)
+    message = refused(path)
+    assert "fractions.Fraction" in message and "weights_only=True" in message
+
+
+def test_predict_refuses_junk_without_a_traceback(tmp_path):
+    from insarslide.predict import load_checkpoint as load_for_prediction
+
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a PyTorch checkpoint"):
+        load_for_prediction(junk)
+
+
+# -------------------------------------------------------- compatibility
+def test_incompatible_checkpoints_name_the_file_and_both_values(tmp_path):
+    path = tmp_path / "run" / "checkpoints" / "resume.ckpt"
+    state = load_checkpoint(save_checkpoint_atomic(fake_checkpoint(1.0), path))
+    check_compatible(path, state, RECORD)  # the same run: accepted
+
+    with pytest.raises(CheckpointError) as caught:
+        check_compatible(path, state, {**RECORD, "bands": ["coherence", "displacement"]})
+    assert str(caught.value) == (
+        f"checkpoint {path} was trained with other settings: bands: checkpoint {BANDS!r}, "
+        "this run ['coherence', 'displacement']")
+
+    other_net = {**UNET_R34, "encoder_name": "resnet18"}
+    with pytest.raises(CheckpointError) as caught:
+        check_compatible(path, state, {**RECORD, "model_name": "unet_r18", "net": other_net, "patch_size": 256})
+    message = str(caught.value)
+    assert "model_name: checkpoint 'unet_r34', this run 'unet_r18'" in message
+    assert "net.encoder_name: checkpoint 'resnet34', this run 'resnet18'" in message
+    assert "patch_size: checkpoint 64, this run 256" in message
+
+
+def test_a_checkpoint_without_record_is_judged_by_its_hyper_parameters(tmp_path):
+    path = tmp_path / "old.ckpt"
+    state = fake_checkpoint(1.0, record=None)
+    state["hyper_parameters"] = {"bands": ["coherence"], "model_name": "unet_r34", "net": UNET_R34}
+    with pytest.raises(CheckpointError, match=r"bands: checkpoint \['coherence'\], this run"):
+        check_compatible(path, state, RECORD)
+    check_compatible(path, state, {"patch_size": 256})  # not recorded: nothing to compare
+
+
+def test_resume_with_another_band_list_is_refused_before_training(tmp_path, patch_root):
+    from insarslide.train import train
+
+    run = tmp_path / "run"
+    save_checkpoint_atomic(fake_checkpoint(1.0), run / "checkpoints" / "resume.ckpt")
+    cfg = compose_train(["model=unet_r34", "data.bands=[coherence,displacement]", f"resume={run}"],
+                        tmp_path / "new", patch_root)
+    with pytest.raises(CheckpointError) as caught:
+        train(cfg)
+    message = str(caught.value)
+    assert str(run / "checkpoints" / "resume.ckpt") in message
+    assert "bands: checkpoint" in message and "this run ['coherence', 'displacement']" in message
+    assert "net.in_channels: checkpoint 7, this run 2" in message
+
+
+def test_predict_refuses_a_tile_size_other_than_the_training_patch_size(tmp_path):
+    from insarslide.module import LandslideSegmenter
+    from insarslide.predict import load_checkpoint as load_for_prediction
+
+    conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
+    module = LandslideSegmenter(conv, BANDS)
+    record = {**RECORD, "model_name": "conv", "net": conv}
+    path = save_checkpoint_atomic({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                                   RECORD_KEY: record}, tmp_path / "conv.ckpt")
+    assert load_for_prediction(path, tile_size=64).hparams.bands == BANDS
+    with pytest.raises(CheckpointError, match=r"conv.ckpt was trained with other settings: "
+                                              r"patch_size: checkpoint 64, this run 256"):
+        load_for_prediction(path, tile_size=256)
+
+
+def test_lightning_loads_go_through_the_safe_loader(tmp_path, patch_root):
+    """trainer.fit(ckpt_path=...) reads through RunCheckpointIO: a non-checkpoint is refused by name."""
+    import hydra
+    import lightning as L
+
+    cfg = compose_train(["model=unet_r34"], tmp_path, patch_root)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, plugins=[RunCheckpointIO()])
+    with pytest.raises(CheckpointError, match="junk.ckpt: not a PyTorch checkpoint: an HDF5 / NetCDF-4 file"):
+        trainer.fit(hydra.utils.instantiate(cfg.module), datamodule=hydra.utils.instantiate(cfg.data),
+                    ckpt_path=str(junk))
+
+
+# ---------------------------------------------------------------- atomic
+def test_a_save_that_fails_halfway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "resume.ckpt"
+    save_checkpoint_atomic(fake_checkpoint(1.0), path)
+
+    def half_written(obj, handle):
+        handle.write(b"PK\x03\x04" + bytes(1000))  # the first part of a zip archive, then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint_atomic(fake_checkpoint(2.0), path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["resume.ckpt"]  # no half file, no leftover
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((3,), 1.0))
+
+
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoints" / "resume.ckpt"
+    save_checkpoint_atomic(fake_checkpoint(1.0), path)
+    # A 400 MB checkpoint takes long enough to write that the kill lands in the middle of it.
+    code = ("import sys, torch; from insarslide.checkpoints import save_checkpoint_atomic; "
+            "save_checkpoint_atomic({'state_dict': {'w': torch.ones(100_000_000)}}, sys.argv[1])")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    partial = []
+    while time.monotonic() < deadline and child.poll() is None:
+        partial = [p for p in path.parent.glob(".resume.ckpt.*.tmp") if p.stat().st_size > 1_000_000]
+        if partial:
+            break
+        time.sleep(0.005)
+    assert partial, f"the save was never seen in progress: {child.communicate()[1][-2000:]!r}"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], torch.full((3,), 1.0))
+    assert newest_checkpoint(tmp_path) == path  # the leftover temporary is never a candidate
