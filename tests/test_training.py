@@ -161,20 +161,19 @@ def test_multirun_sweep_writes_one_metrics_file_per_job(tmp_path, patch_root):
 
 
 @pytest.mark.slow
-def test_quickstart_trained_longer_beats_trivial_predictors(tmp_path):
+def test_quickstart_beats_the_trivial_baselines_on_its_test_scenes(tmp_path):
+    """Issue 11's target: the README's quickstart, as written, on the realistic simulator."""
     env = worktree_env(INSARSLIDE_ROOT=str(tmp_path))
-    # "Training learns" is checked on the easy preset, where the landslides are learnable in 20 epochs; on the
-    # realistic default even trivial rules are near zero (docs/simulator.md), so no margin could be asserted.
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer.max_epochs=20",
-                           "simulate@data.builder.settings=easy", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, str(REPO / "train.py"), "experiment=quickstart",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=3600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    trivial = metrics["baselines"]
-    # All-background has IoU 0; all-landslide has IoU = landslide share of the valid test pixels.
-    assert trivial["all_background"]["iou"] == 0.0
-    floor = max(trivial["all_landslide"]["iou"], trivial["all_background"]["iou"])
-    assert metrics["iou"] >= 2 * floor and metrics["iou"] >= floor + 0.05, (metrics["iou"], floor)
+    baselines = metrics["baselines"]
+    assert metrics["data_counts"]["test_patches"] >= 100  # whole unseen scenes, not a handful of tiles
+    assert metrics["iou"] > baselines["best_single_band"]["iou"], (metrics["iou"], baselines["best_single_band"])
+    assert metrics["iou"] > baselines["logistic_regression"]["iou"], (metrics["iou"], baselines["logistic_regression"])
+    assert "best single band" in done.stdout and "logistic regression" in done.stdout  # printed side by side
 
 
 def wandb_records(path):

@@ -242,7 +242,7 @@ class ResumeCheckpoint(Checkpoint):
             return  # a smoke test saves nothing (as ModelCheckpoint)
         if self._saved_step == trainer.global_step and self.path.is_file():
             return  # already the state at this step (e.g. validation end, then epoch end)
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state (explicit: no log line)
         self._saved_step = trainer.global_step
 
     def _stop(self, trainer: L.Trainer) -> None:
