@@ -111,8 +111,9 @@ class LandslideSegmenter(L.LightningModule):
         threshold, scores = self.val_sweep.best(self.hparams.threshold_metric)
         self.last_val_choice = (threshold, scores)
         curve = self.val_sweep.compute()
-        self.last_val_curve = {k: [float(v) for v in curve[k].tolist()]
-                               for k in ("thresholds", "iou", "f1", "precision", "recall")}
+        self.last_val_curve = {**{k: [float(v) for v in curve[k].tolist()]
+                                  for k in ("thresholds", "iou", "f1", "precision", "recall")},
+                               **{k: [int(v) for v in curve[k].tolist()] for k in ("tp", "fp", "fn")}}
         # val/iou is the IoU at the best threshold of this epoch: with rare
         # landslides a fixed 0.5 stays at 0 for many epochs and says nothing.
         self.log_dict({"val/iou": scores.iou, "val/f1": scores.f1, "val/precision": scores.precision,
