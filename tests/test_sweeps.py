@@ -119,6 +119,11 @@ def test_callback_records_only_multirun_failures_and_frees_the_failed_job(tmp_pa
     assert report_main([str(tmp_path / "sweep")]) == 0
     assert "| 2 | 2 | seed=2 model=unet_r34 | RuntimeError: job 2: CUDA out of memory \\| try a smaller batch second line |" \
         in (tmp_path / "sweep" / "report.md").read_text()
+    # Lightning's DDP process of a job (LOCAL_RANK 1) reruns the sweep's command line: it clears nothing.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOCAL_RANK", "1")
+        callback.on_multirun_start(job_config(tmp_path, 0))
+    assert [r["job"] for r in read_failures(tmp_path / "sweep")] == [2]
     # A new sweep into the same folder starts without the old failures.
     callback.on_multirun_start(job_config(tmp_path, 0))
     assert read_failures(tmp_path / "sweep") == []

@@ -112,6 +112,10 @@ class FailureLog(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A new sweep into an old folder starts without the old sweep's failures."""
+        if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+            # A DDP process that Lightning started by rerunning the sweep's command line: its multirun
+            # mirrors the user's sweep, whose failures so far must stay.
+            return
         sweep_dir = sweep_folder(config)
         if (sweep_dir / RECORDS_DIR).is_dir() or (sweep_dir / FAILURES_FILE).is_file():
             log.info("%s: removing the failures of an earlier sweep in this folder", sweep_dir)
