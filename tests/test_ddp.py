@@ -111,3 +111,34 @@ def test_ddp_with_a_batchnorm_model_and_uneven_batches(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "unet_r34" and metrics["objects"]["objects"] == 5
+
+
+class FakeTrainer:
+    """What the data module asks a trainer under DDP."""
+
+    def __init__(self, processes: int, rank: int):
+        self.distributed_sampler_kwargs = {"num_replicas": processes, "rank": rank}
+
+
+def test_evaluation_loaders_split_patches_without_repeats(tmp_path):
+    from insarslide.datamodule import PatchDataModule
+    from insarslide.spec import BANDS
+    from insarslide.splits import RegionSplit
+
+    root = write_odd_patch_set(tmp_path / "data")
+    seen = {"val": [], "test": []}
+    for rank in (0, 1):
+        datamodule = PatchDataModule(str(root), list(BANDS), batch_size=2, patch_size=PATCH,
+                                     split=RegionSplit(val_events=["val_b"], test_events=["test_c"]))
+        datamodule.trainer = FakeTrainer(2, rank)
+        datamodule.setup("fit")
+        for split, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
+            seen[split].append([int(i) for batch in loader for i in batch["index"]])
+    store = PatchStore(root)
+    for split, event in (("val", "val_b"), ("test", "test_c")):
+        rows = np.flatnonzero(store.table["event_id"].to_numpy() == event).tolist()
+        first, second = seen[split]
+        assert first == rows[0::2] and second == rows[1::2]  # 7 -> 4 + 3, 5 -> 3 + 2: nothing twice
+    datamodule.trainer = FakeTrainer(6, 0)
+    with pytest.raises(ValueError, match="test split holds 5 patch"):
+        datamodule.test_dataloader()
