@@ -107,8 +107,10 @@ class Stopwatch(L.Callback):
 
 def lightning_seconds(module: LandslideSegmenter, loader: DataLoader, args: argparse.Namespace, train: bool) -> float:
     total = args.warmup + args.steps
-    watch = Stopwatch(args.warmup, total, torch.device(args.device))
-    trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
+    device = torch.device(args.device)
+    watch = Stopwatch(args.warmup, total, device)
+    trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu",
+                        devices=[device.index] if device.index is not None else 1,
                         precision=args.precision, max_steps=total, limit_val_batches=0, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[watch])
