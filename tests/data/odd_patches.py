@@ -18,7 +18,7 @@ import numpy as np
 
 from insarslide.patchstore import ShardWriter, write_dataset_index
 from insarslide.spec import BANDS
-from tests.data.scenes import UTM33
+from data.scenes import UTM33
 
 PATCH = 32
 COUNTS = {"train_a": 6, "val_b": 7, "test_c": 5}
