@@ -180,8 +180,12 @@ def test_slurm_launcher_config_lands_in_submitit_fields(tmp_path, monkeypatch):
     assert (launcher.partition, launcher.nodes, launcher.gpus_per_node, launcher.timeout_min, launcher.mem_gb) == \
         ("gpu_a100", 2, 4, 600, 128)
     assert launcher.tasks_per_node == 4  # one task per GPU: each is a Lightning DDP rank
-    HydraConfig.instance().set_config(cfg)
-    assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)
+    before = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves as inside a job
+    try:
+        assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.num_nodes) == ("ddp", 4, 2)
+    finally:
+        HydraConfig.instance().cfg = before  # later tests' train() reads the choices from a set HydraConfig
     # The sbatch script the plugin's own launch would submit (submission stopped before sbatch runs).
     import submitit
 
