@@ -36,6 +36,7 @@ def fake_sweep(root):
     failed = root / "3"
     (failed / ".hydra").mkdir(parents=True)
     (failed / ".hydra" / "config.yaml").write_text("seed: 3\n")
+    (failed / ".hydra" / "overrides.yaml").write_text("- seed=3\n- model=unet_r34\n")
     (root / "multirun.yaml").write_text("hydra: {}\n")
 
 
@@ -43,7 +44,8 @@ def test_report_tables_mean_std_and_failed_jobs(tmp_path):
     fake_sweep(tmp_path)
     table, classes, failed = collect_runs(tmp_path)
     assert sorted(table["run"]) == ["0", "1", "2"] and table["params_M"].iloc[0] == 24.7
-    assert failed == [{"run": "3", "reason": "no metrics.json (the job failed or did not finish)"}]
+    assert failed == [{"run": "3", "job": None, "overrides": "seed=3 model=unet_r34",
+                       "reason": "no metrics.json (the job failed or did not finish)"}]
     summary = summarise(table).set_index(["model", "sigma"])
     b2 = summary.loc[("segformer_b2", 0.0)]
     # IoU 0.1 and 0.3: mean 0.2, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414.
@@ -55,7 +57,7 @@ def test_report_tables_mean_std_and_failed_jobs(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| Segformer | mit_b2 | 24.7 | segformer_b2 | 0 | 2 | 0.200 ± 0.141 | 0.400 ± 0.283 |" in report
     assert "0.200 ± 0.141" in report  # IoU mean ± std of the two seeds
-    assert "Runs without metrics" in report and "| 3 |" in report
+    assert "## Failed or unfinished jobs" in report and "| 3 |  | seed=3 model=unet_r34 | no metrics.json" in report
     written = pd.read_csv(tmp_path / "table_summary.csv")
     assert len(written) == 2 and written["iou"].max() == pytest.approx(0.2)
     sizes = pd.read_csv(tmp_path / "table_size_classes.csv")
@@ -75,3 +77,19 @@ def test_report_command_line(tmp_path, capsys):
     assert main([str(tmp_path), "--by", "colour"]) == 2
     assert "colour" in capsys.readouterr().err
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_report_merges_failures_csv_with_runs_without_metrics(tmp_path):
+    from insarslide.sweeps import record_failure
+
+    fake_sweep(tmp_path)
+    # Job 3 raised (it has no metrics); job 2 failed after writing its metrics; job 4's folder is gone.
+    for job, error in ((3, "MissingDataSet: /data: no patch data set"), (2, "CommError: W&B upload failed"),
+                       (4, "ValueError: bad crop")):
+        record_failure(tmp_path, {"job": job, "overrides": f"seed={job}", "error": error, "run": str(job)})
+    table, _, failed = collect_runs(tmp_path)
+    assert sorted(table["run"]) == ["0", "1", "2"]  # job 2's metrics are complete: it stays in the tables
+    assert failed == [
+        {"run": "2", "job": 2, "overrides": "seed=2", "reason": "CommError: W&B upload failed (after writing metrics.json)"},
+        {"run": "3", "job": 3, "overrides": "seed=3", "reason": "MissingDataSet: /data: no patch data set"},
+        {"run": "4", "job": 4, "overrides": "seed=4", "reason": "ValueError: bad crop (no run folder)"}]

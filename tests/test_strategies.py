@@ -290,8 +290,8 @@ def test_phase_offset_wraps_and_only_touches_phase(kind):
 def test_loader_with_worker_processes(tmp_path, patch_root):
     import hydra
 
-    cfg = compose_train(["data.num_workers=2", "smoothing.sigma=3", "sampler=bucket", "augment=thesis"],
-                        tmp_path, patch_root)
+    cfg = compose_train(["data.num_workers=2", "smoothing.sigma=3", "sampler=bucket", "augment=thesis",
+                         "data.drop_last=false"], tmp_path, patch_root)  # every sample, the last batch too
     dm = hydra.utils.instantiate(cfg.data)
     dm.setup("fit")
     seen = 0

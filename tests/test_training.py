@@ -248,17 +248,6 @@ def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_ro
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path, patch_root):
-    cmd = [sys.executable, str(REPO / "train.py"), "experiment=quickstart", "trainer=ddp_cpu", "trainer.max_epochs=1",
-           "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2", f"data.root={patch_root}",
-           "data.patch_size=64", "data.batch_size=2", "oversample.crop_size=32", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                          env=worktree_env())
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "segformer_b2"
-
-
-@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel(tmp_path, patch_root):
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
            "experiment=quickstart", "model=segformer_b2,unet_r34", f"data.root={patch_root}", "data.patch_size=64",

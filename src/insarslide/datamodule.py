@@ -17,7 +17,8 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from insarslide.augment import Augmenter
 from insarslide.normalization import band_statistics
@@ -123,6 +124,8 @@ class PatchDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
+        drop_last: bool = True,
         split: Any = None,
         sampler: Any = None,
         oversample: Any = None,
@@ -142,6 +145,8 @@ class PatchDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.drop_last = drop_last
         self.splitter = split if split is not None else RandomSplit(seed=seed)
         self.sampler = sampler if sampler is not None else UniformSampler()
         self.oversampler = oversample if oversample is not None else SmallLandslideOversampler(enabled=False)
@@ -210,12 +215,47 @@ class PatchDataModule(L.LightningDataModule):
         return table
 
     # ----------------------------------------------------------- dataloaders
+    def _world(self) -> tuple[int, int]:
+        """(number of processes, rank of this one) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if not kwargs or kwargs.get("num_replicas", 1) <= 1:
+            return 1, 0
+        return int(kwargs["num_replicas"]), int(kwargs["rank"])
+
     def _loader(self, dataset: PatchDataset, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
+        """A loader over ``dataset``; ``shuffle`` marks the training loader (the only shuffled one).
+
+        Training: with ``drop_last``, the last incomplete batch of each process is
+        dropped when the epoch holds at least one full batch (a batch of one
+        sample breaks BatchNorm in training mode). Evaluation keeps every sample.
+        """
+        drop_last = False
+        if shuffle and self.drop_last:
+            processes, _ = self._world()
+            per_process = -(-len(sampler if sampler is not None else dataset) // processes)  # DDP pads to equal shares
+            drop_last = per_process >= batch_size
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, worker_init_fn=_worker_init,
-                          collate_fn=collate_batches,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory, drop_last=drop_last,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0,
+                          worker_init_fn=_worker_init, collate_fn=collate_batches,
                           generator=torch.Generator().manual_seed(self.seed) if shuffle and sampler is None else None)
+
+    def _evaluation_sampler(self, dataset: PatchDataset, split: str) -> DistributedSampler | None:
+        """Under DDP: every patch on exactly one process (Lightning's own sampler would pad with repeats).
+
+        Being a ``DistributedSampler``, Lightning keeps it instead of injecting its padded one.
+        Process k gets patches k, k + n, k + 2n, ...; counts may differ by one between processes:
+        metric states and epoch-level ``sync_dist`` logging reduce once per epoch, and DDP syncs
+        buffers only before the first evaluation batch, so every process needs at least one patch.
+        """
+        processes, rank = self._world()
+        if processes == 1:
+            return None
+        if len(dataset) < processes:
+            raise ValueError(f"{self.root}: the {split} split holds {len(dataset)} patch(es), fewer than the "
+                             f"{processes} DDP processes; every process needs at least one (use more data or fewer devices)")
+        return UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
         # Each sample is drawn in the size class of its patch (a crop in that of the patch it was
@@ -236,7 +276,9 @@ class PatchDataModule(L.LightningDataModule):
         self._train_start = (int(epoch), int(batches_done))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False,
+                            sampler=self._evaluation_sampler(self.val_set, "val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False,
+                            sampler=self._evaluation_sampler(self.test_set, "test"))

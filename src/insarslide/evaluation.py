@@ -310,6 +310,7 @@ class TestEvaluation(L.Callback):
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
         self.maps = {}
+        self._valid_km2: list[float] = []  # per patch; summed exactly once all are in (the same on any number of processes)
         test_rows = np.array([s.patch for s in datamodule.test_set.samples], dtype=np.int64)
         pixels = store.table["landslide_pixels"].to_numpy()[test_rows]
         top = test_rows[np.argsort(-pixels, kind="stable")[: self.num_maps]]
@@ -333,7 +334,7 @@ class TestEvaluation(L.Callback):
         truth = landslide.bool() & valid.bool()
         index = batch["index"].cpu()
         valid_px = valid.flatten(1).sum(1).cpu().double()
-        self.tally.valid_area_km2 += float(torch.nansum(valid_px * self.pixel_km2[index]))
+        self._valid_km2.extend(a for a in (valid_px * self.pixel_km2[index]).tolist() if not math.isnan(a))
         busy = (predicted.flatten(1).any(1) | truth.flatten(1).any(1)).cpu().numpy()
         if busy.any():
             rows = torch.from_numpy(np.flatnonzero(busy))
@@ -360,12 +361,16 @@ class TestEvaluation(L.Callback):
             self._pool.shutdown()
             self._pool = None
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every process holds the statistics of its own test patches (no patch twice: the data
+            # module's unrepeated sampler); gathering them gives every process the whole test set.
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (self.tally, self.maps))
-            self.tally, self.maps = ObjectTally(), {}
-            for tally, maps in gathered:
+            torch.distributed.all_gather_object(gathered, (self.tally, self.maps, self._valid_km2))
+            self.tally, self.maps, self._valid_km2 = ObjectTally(), {}, []
+            for tally, maps, valid_km2 in gathered:
                 self.tally.merge(tally)
                 self.maps.update(maps)
+                self._valid_km2.extend(valid_km2)
+        self.tally.valid_area_km2 = math.fsum(self._valid_km2)  # correctly rounded: independent of the order
 
     # what the pass leaves
     def sections(self) -> dict[str, Any]:
@@ -377,7 +382,8 @@ class TestEvaluation(L.Callback):
 
     def pr_curve(self) -> dict[str, list[float]]:
         curve = self.sweep.compute()
-        return {k: [float(v) for v in curve[k].cpu().tolist()] for k in ("thresholds", "precision", "recall")}
+        return {**{k: [float(v) for v in curve[k].cpu().tolist()] for k in ("thresholds", "precision", "recall")},
+                **{k: [int(v) for v in curve[k].cpu().tolist()] for k in ("tp", "fp", "fn")}}
 
     # trivial baselines on the same split (after the pass; CPU only)
     def trivial_sections(self) -> dict[str, Any]:

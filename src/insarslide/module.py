@@ -17,6 +17,7 @@ from insarslide.loss import masked_bce_with_logits
 from insarslide.metrics import BinaryScores, ThresholdSweep
 
 OUTPUT_STRIDE = 32  # SMP encoders downsample by 32: inputs must be multiples of it
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 class LandslideSegmenter(L.LightningModule):
@@ -29,7 +30,12 @@ class LandslideSegmenter(L.LightningModule):
         model_name: str = "",
         num_thresholds: int = 129,
         threshold_metric: str = "iou",
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: str = "default",
     ):
+        """``channels_last``, ``compile`` and ``compile_mode`` choose how the network runs, not what it is:
+        they stay out of the checkpoint's hyper-parameters (a model trained compiled loads plain)."""
         super().__init__()
         net_cfg, optimizer, scheduler = (_plain(c) for c in (net, optimizer, scheduler))
         self.save_hyperparameters({"net": net_cfg, "bands": list(bands), "model_name": model_name,
@@ -37,6 +43,15 @@ class LandslideSegmenter(L.LightningModule):
                                    "scheduler": scheduler if isinstance(scheduler, dict) else None,
                                    "num_thresholds": num_thresholds, "threshold_metric": threshold_metric})
         self.net = hydra.utils.instantiate(net_cfg)
+        self.channels_last = bool(channels_last)
+        if self.channels_last:  # NHWC weights; inputs follow in forward (tensor-core convolutions on GPUs)
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"module.compile_mode '{compile_mode}': choose one of {list(COMPILE_MODES)}")
+        if compile:
+            # In place (nn.Module.compile): parameter names, and so checkpoints, stay those of the plain network.
+            # Compilation happens at the first batch; if it fails, the run stops with torch's error.
+            self.net.compile(mode=compile_mode)
         self._optimizer = optimizer
         self._scheduler = scheduler
         n = len(bands)
@@ -88,7 +103,11 @@ class LandslideSegmenter(L.LightningModule):
         if h % OUTPUT_STRIDE or w % OUTPUT_STRIDE:
             raise ValueError(f"input of {h} x {w} pixels: both sides must be multiples of {OUTPUT_STRIDE} "
                              f"(e.g. {-(-h // OUTPUT_STRIDE) * OUTPUT_STRIDE} x {-(-w // OUTPUT_STRIDE) * OUTPUT_STRIDE}); pad the input")
-        return self.net(self.normalize(bands, valid))[:, 0]
+        x = self.normalize(bands, valid)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # float32 logits also under mixed precision: the loss, sigmoid and threshold sweep need the resolution
+        return self.net(x)[:, 0].float()
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["bands"], batch["valid"])
@@ -111,8 +130,9 @@ class LandslideSegmenter(L.LightningModule):
         threshold, scores = self.val_sweep.best(self.hparams.threshold_metric)
         self.last_val_choice = (threshold, scores)
         curve = self.val_sweep.compute()
-        self.last_val_curve = {k: [float(v) for v in curve[k].tolist()]
-                               for k in ("thresholds", "iou", "f1", "precision", "recall")}
+        self.last_val_curve = {**{k: [float(v) for v in curve[k].tolist()]
+                                  for k in ("thresholds", "iou", "f1", "precision", "recall")},
+                               **{k: [int(v) for v in curve[k].tolist()] for k in ("tp", "fp", "fn")}}
         # val/iou is the IoU at the best threshold of this epoch: with rare
         # landslides a fixed 0.5 stays at 0 for many epochs and says nothing.
         self.log_dict({"val/iou": scores.iou, "val/f1": scores.f1, "val/precision": scores.precision,

@@ -4,13 +4,14 @@
 under SWEEP_DIR (a multirun, a single run, or any tree of them: a run is a
 folder with a ``config.yaml`` or a ``metrics.json``) and writes into SWEEP_DIR:
 
-- ``report.md``: the tables in Markdown, and the runs that failed;
+- ``report.md``: the tables in Markdown, and the jobs that failed or did not finish;
 - ``table_runs.csv`` (one row per run), ``table_summary.csv`` (mean and
   standard deviation over seeds per group), ``table_size_classes.csv``;
 - ``figures/report_runs.png`` and ``figures/report_size_classes.png``.
 
-Runs without ``metrics.json`` (failed or unfinished jobs) are listed, never
-dropped in silence. The notebook and W&B use the same functions.
+Runs without ``metrics.json`` (failed or unfinished jobs) and the jobs of a
+sweep's ``failures.csv`` (job number, overrides, error: :mod:`insarslide.sweeps`)
+are listed together, never dropped in silence. The notebook and W&B use the same functions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from insarslide.atomic import temporary_sibling
+from insarslide.sweeps import FAILURES_FILE, RECORDS_DIR, read_failures
 
 METRICS_FILE = "metrics.json"
 RUN_MARKERS = ("config.yaml", METRICS_FILE, ".hydra/config.yaml")
@@ -72,24 +75,64 @@ def find_runs(folder: str | Path) -> list[Path]:
     return sorted(runs)
 
 
-def collect_runs(folder: str | Path) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, str]]]:
-    """(runs table, size-class rows of every run, failed runs with the reason)."""
+def _job_overrides(run: Path) -> str | None:
+    """The overrides Hydra recorded for a job (``.hydra/overrides.yaml``), space-separated; None if absent."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return " ".join(str(o) for o in OmegaConf.load(path))
+
+
+def _recorded_failures(folder: Path) -> dict[str, dict[str, Any]]:
+    """Failed jobs of every sweep under ``folder`` (``failures.csv``, insarslide.sweeps), by run folder name."""
+    sweeps = {p.parent for p in folder.rglob(FAILURES_FILE)} | {p.parent for p in folder.rglob(RECORDS_DIR) if p.is_dir()}
+    found = {}
+    for sweep in sorted(sweeps):
+        for row in read_failures(sweep):
+            run = (sweep / row["run"]).resolve()
+            name = os.path.relpath(run, folder.resolve())
+            found[name] = {"run": name, "job": row["job"], "overrides": row["overrides"], "error": row["error"]}
+    return found
+
+
+def collect_runs(folder: str | Path) -> tuple[pd.DataFrame, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs table, size-class rows of every run, failed and unfinished jobs).
+
+    A failed job is a run without ``metrics.json`` or a job in a sweep's ``failures.csv``
+    (then with its job number and error; a job can fail after writing its metrics,
+    e.g. while uploading to W&B: its metrics stay in the tables). Each has ``run``,
+    ``job`` (None if unknown), ``overrides`` and ``reason``.
+    """
     folder = Path(folder)
     rows, classes, failed = [], [], []
+    recorded = _recorded_failures(folder) if folder.is_dir() else {}
     for run in find_runs(folder):
         name = str(run.relative_to(folder)) if run != folder else "."
+        failure = recorded.pop(name, None)
         path = run / METRICS_FILE
+        reason = None
         if not path.is_file():
-            failed.append({"run": name, "reason": "no metrics.json (the job failed or did not finish)"})
-            continue
-        try:
-            metrics = json.loads(path.read_text())
-        except ValueError as exc:
-            failed.append({"run": name, "reason": f"unreadable metrics.json ({exc})"})
+            reason = "no metrics.json (the job failed or did not finish)"
+        else:
+            try:
+                metrics = json.loads(path.read_text())
+            except ValueError as exc:
+                reason = f"unreadable metrics.json ({exc})"
+        if failure is not None:
+            failed.append({"run": name, "job": failure["job"], "overrides": failure["overrides"],
+                           "reason": failure["error"] if reason else f"{failure['error']} (after writing metrics.json)"})
+        elif reason:
+            failed.append({"run": name, "job": None, "overrides": _job_overrides(run), "reason": reason})
+        if reason:
             continue
         rows.append({**run_row(metrics), "run": name})
         classes.extend({**c, "run": name, "model": metrics.get("model"), "sigma": metrics.get("sigma"),
                         "seed": metrics.get("seed")} for c in size_class_rows(metrics))
+    for failure in recorded.values():  # a failed job whose run folder is gone
+        failed.append({"run": failure["run"], "job": failure["job"], "overrides": failure["overrides"],
+                       "reason": f"{failure['error']} (no run folder)"})
     table = pd.DataFrame(rows)
     if not table.empty:
         table = table[[c for c in RUN_COLUMNS if c in table] + [c for c in table if c not in RUN_COLUMNS]]
@@ -133,7 +176,7 @@ def markdown_table(frame: pd.DataFrame, std: bool = True, digits: int = 3) -> st
             if spread is not None and isinstance(spread, float) and not math.isnan(spread):
                 text += f" ± {spread:.{digits}f}"
             return text
-        return "" if value is None else str(value)
+        return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row, c) for c in columns) + " |" for _, row in frame.iterrows()]
@@ -174,13 +217,13 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
     sizes = size_class_summary(classes, by)
     for frame, name in ((table, "table_runs.csv"), (summary, "table_summary.csv"), (sizes, "table_size_classes.csv")):
         _write_text(folder / name, frame.to_csv(index=False))
-    parts = [f"# Report: {folder}\n", f"{len(table)} run(s) with metrics, {len(failed)} without.\n",
+    parts = [f"# Report: {folder}\n", f"{len(table)} run(s) with metrics, {len(failed)} failed or unfinished job(s).\n",
              f"## Test scores by {', '.join(by)} (mean ± std over seeds; Tables 6.1/6.2)\n", markdown_table(summary)]
     if not sizes.empty:
         parts += ["## Scores by landslide size (Figure 6.3)\n", markdown_table(sizes)]
     parts += ["## Runs\n", markdown_table(table, std=False)]
     if failed:
-        parts += ["## Runs without metrics\n", markdown_table(pd.DataFrame(failed), std=False)]
+        parts += ["## Failed or unfinished jobs\n", markdown_table(pd.DataFrame(failed).astype(object), std=False)]
     _write_text(folder / "report.md", "\n".join(parts))
     if not summary.empty:
         save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "report_runs.png")
@@ -204,7 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(markdown_table(result["summary"]))
     for fail in result["failed"]:
-        print(f"no metrics: {fail['run']}: {fail['reason']}")
+        if fail["job"] is None:
+            print(f"no metrics: {fail['run']}: {fail['reason']}")
+        else:
+            print(f"failed: {fail['run']} (job {fail['job']}, {fail['overrides']}): {fail['reason']}")
     print(f"written: {Path(args.sweep_dir) / 'report.md'} and table_*.csv, figures/")
     return 0
 
