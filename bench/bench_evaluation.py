@@ -85,8 +85,8 @@ class EmulatedAccelerator(torch.nn.Module):
 
 
 def timed_test(module: LandslideSegmenter, datamodule: PatchDataModule, evaluate: bool, accelerator: str,
-               eval_workers: int = 2) -> float:
-    callbacks = [TestEvaluation(baselines=False, figures=False, workers=eval_workers)] if evaluate else []
+               eval_workers: int = 2, eval_pool: str = "thread") -> float:
+    callbacks = [TestEvaluation(baselines=False, figures=False, workers=eval_workers, pool=eval_pool)] if evaluate else []
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     if accelerator == "gpu":
@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: 32 on GPU, 8 on CPU")
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: 4 on GPU, 0 on CPU)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--eval-workers", type=int, default=2, help="eval.workers: object-statistics processes")
+    parser.add_argument("--eval-workers", type=int, default=2, help="eval.workers: object-statistics workers")
+    parser.add_argument("--eval-pool", choices=("thread", "process"), default="thread", help="eval.pool")
     parser.add_argument("--emulate-ms", type=float, default=None,
                         help="emulate an accelerator: 1x1 conv + this many ms of idle time per patch")
     args = parser.parse_args()
@@ -137,18 +138,18 @@ def main() -> None:
             first = next(iter(datamodule.test_dataloader()))
             probability = torch.sigmoid(module(first["bands"], first["valid"]))
             module.threshold.fill_(float(torch.quantile(probability.flatten()[::7], 0.98)))
-        timed_test(module, datamodule, True, accelerator, args.eval_workers)  # warm-up (cudnn, workers, page cache)
+        timed_test(module, datamodule, True, accelerator, args.eval_workers, args.eval_pool)  # warm-up (cudnn, workers, page cache)
         plain, full = [], []
         for _ in range(args.rounds):
             plain.append(timed_test(module, datamodule, False, accelerator))
-            full.append(timed_test(module, datamodule, True, accelerator, args.eval_workers))
+            full.append(timed_test(module, datamodule, True, accelerator, args.eval_workers, args.eval_pool))
     device = torch.cuda.get_device_name() if gpu else "CPU"
     if args.emulate_ms is not None:
         device += f" (accelerator emulated: {args.emulate_ms} ms per patch, idle CPU)"
         args.model = "1x1 conv"
     ratios = [f / p for f, p in zip(full, plain, strict=True)]
     print(f"{device}: {args.model}, {n_test} test patches of {args.size} px, batch {batch}, {workers} loader workers, "
-          f"{args.eval_workers} evaluation workers")
+          f"{args.eval_workers} evaluation workers ({args.eval_pool})")
     print(f"trainer.test, pixel counts only: {statistics.median(plain):.2f} s (rounds {', '.join(f'{t:.2f}' for t in plain)})")
     print(f"trainer.test + evaluation pass:  {statistics.median(full):.2f} s (rounds {', '.join(f'{t:.2f}' for t in full)})")
     print(f"ratio of medians {statistics.median(full) / statistics.median(plain):.3f}, median of per-round ratios "

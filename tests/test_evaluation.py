@@ -163,7 +163,7 @@ def test_object_statistics_in_worker_processes_match_hand_count():
     predicted = np.zeros_like(truth)
     predicted[0, 0, 0:2] = predicted[0, 1, 0] = True
     predicted[0, 4, 8:10] = True
-    pool = object_pool(2)
+    pool = object_pool(2, "process")
     try:
         assert isinstance(pool, ProcessPoolExecutor)
         result = pool.submit(_objects_of_batch, np.packbits(predicted, axis=-1), np.packbits(truth, axis=-1), 10).result()
@@ -174,6 +174,8 @@ def test_object_statistics_in_worker_processes_match_hand_count():
     assert first.false_alarm_nearest.tolist() == [0] and first.unassigned_fp == 0
     assert second.area.size == 0 and second.false_alarm_nearest.size == 0 and second.unassigned_fp == 0
     assert object_pool(0) is None
+    with pytest.raises(ValueError, match="eval.pool"):
+        object_pool(2, "gpu")
 
 
 def test_console_table_puts_the_model_beside_its_baselines(capsys):

@@ -244,16 +244,21 @@ def _objects_of_batch(predicted: np.ndarray, truth: np.ndarray, width: int | Non
     return [patch_objects(t, p, np.ones_like(t)) for p, t in zip(predicted, truth, strict=True)]
 
 
-def object_pool(workers: int) -> Executor | None:
+def object_pool(workers: int, kind: str = "thread") -> Executor | None:
     """Where the object statistics run while the accelerator infers the next batches.
 
-    ``workers`` forked processes (the DataLoader's own way of starting workers on
-    Linux: nothing is re-imported, and the children never touch the accelerator);
-    where ``fork`` does not exist (Windows), threads. 0: none, inline.
+    ``kind="thread"``: ``workers`` threads (cheap to start; scipy holds the GIL for
+    part of the work). ``kind="process"``: ``workers`` forked processes (the
+    DataLoader's own way of starting workers on Linux; the children never touch
+    the accelerator), which pays a fork of the whole training process up front
+    (slower than threads on 2 cores); threads where ``fork`` does not exist.
+    0 workers: none, inline. Measured trade-offs: docs/evaluation.md.
     """
+    if kind not in ("thread", "process"):
+        raise ValueError(f"eval.pool must be 'thread' or 'process', got {kind!r}")
     if workers <= 0:
         return None
-    if "fork" in multiprocessing.get_all_start_methods():
+    if kind == "process" and "fork" in multiprocessing.get_all_start_methods():
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     return ThreadPoolExecutor(workers, thread_name_prefix="evaluation")
 
@@ -280,7 +285,7 @@ class TestEvaluation(L.Callback):
                  size_percentiles: Sequence[float] = THESIS_PERCENTILES, object_overlap: float = 0.1,
                  num_maps: int = 4, patches: Sequence[Any] = (), num_thresholds: int = 1025,
                  baselines: bool = True, baseline_max_pixels: int = 2_000_000, figures: bool = True,
-                 workers: int = 2):
+                 workers: int = 2, pool: str = "thread"):
         if size_edges is not None and len(size_edges) != 2:
             raise ValueError(f"eval.size_edges must be two pixel areas [e1, e2] or null, got {list(size_edges)}")
         if not 0 < object_overlap <= 1:
@@ -295,6 +300,8 @@ class TestEvaluation(L.Callback):
         self.baseline_max_pixels = int(baseline_max_pixels)
         self.figures = bool(figures)
         self.workers = int(workers)
+        self.pool = str(pool)
+        object_pool(0, self.pool)  # refuse an unknown kind at construction
         self._pool: Executor | None = None
         self._pending: list[Future] = []
         self.sweep: ThresholdSweep | None = None
@@ -322,7 +329,7 @@ class TestEvaluation(L.Callback):
         crs = {s.info["event_id"]: s.info.get("crs_wkt", "") for s in store.shards}
         self.pixel_km2 = torch.as_tensor(pixel_area_km2(store.table, crs))
         # Object statistics run in worker processes while the accelerator infers the next batches.
-        self._pool = object_pool(self.workers)
+        self._pool = object_pool(self.workers, self.pool)
         self._pending = []
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
