@@ -229,10 +229,10 @@ def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_ro
                             for item in record.summary.update})
         elif kind == "run":
             run = record.run
-    assert run.run_group == "sweeps_thesis_sweep" and run.display_name == "segformer_b2-sigma0.0-random-seed42"
+    assert run.run_group == "sweeps_thesis_sweep" and run.display_name == "segformer_b2-sigma0.0-region-seed42"
     assert run.project == "insarslide" and list(run.tags) == ["thesis"]
     # The whole resolved config, strategy names included.
-    assert config["choices"]["split"] == "random" and config["choices"]["oversample"] == "thesis"
+    assert config["choices"]["split"] == "region" and config["choices"]["oversample"] == "thesis"
     assert config["model"]["net"]["encoder_name"] == "mit_b2" and config["eval"]["object_overlap"] == 0.1
     assert any("val/iou" in h for h in history) and any("train/loss_epoch" in h for h in history)
     final = next(h for h in history if "tables/size_classes/_type" in h)
