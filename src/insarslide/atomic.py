@@ -30,12 +30,17 @@ def temporary_sibling(final: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
-def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
     path = Path(path)
     tmp = temporary_sibling(path)
     try:
-        tmp.write_text(json.dumps(payload, indent=2))
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:
+    return write_text_atomic(path, json.dumps(payload, indent=2))

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import temporary_sibling, write_text_atomic
 
 log = logging.getLogger(__name__)
 WANDB_TARGET = "lightning.pytorch.loggers.WandbLogger"
@@ -62,12 +62,7 @@ def wandb_run_id(save_dir: Path, resume: bool) -> str:
     if resume:
         log.warning("W&B: %s holds no %s; the resumed run logs to a new W&B run", save_dir, WANDB_ID_FILE)
     run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's id format
-    tmp = temporary_sibling(stored)
-    try:
-        tmp.write_text(run_id + "\n")
-        os.replace(tmp, stored)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(stored, run_id + "\n")
     return run_id
 
 

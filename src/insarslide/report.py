@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import write_text_atomic
 from insarslide.sweeps import FAILURES_FILE, RECORDS_DIR, read_failures
 
 METRICS_FILE = "metrics.json"
@@ -198,15 +198,6 @@ def size_class_summary(classes: list[dict[str, Any]], by: Sequence[str]) -> pd.D
     return out.reset_index()
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = temporary_sibling(path)
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> dict[str, Any]:
     """Write the report files into ``folder``; returns the tables and failures."""
     from insarslide.figures import runs_figure, save_figure, size_class_figure
@@ -216,7 +207,7 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
     summary = summarise(table, by) if not table.empty else pd.DataFrame()
     sizes = size_class_summary(classes, by)
     for frame, name in ((table, "table_runs.csv"), (summary, "table_summary.csv"), (sizes, "table_size_classes.csv")):
-        _write_text(folder / name, frame.to_csv(index=False))
+        write_text_atomic(folder / name, frame.to_csv(index=False))
     parts = [f"# Report: {folder}\n", f"{len(table)} run(s) with metrics, {len(failed)} failed or unfinished job(s).\n",
              f"## Test scores by {', '.join(by)} (mean ± std over seeds; Tables 6.1/6.2)\n", markdown_table(summary)]
     if not sizes.empty:
@@ -224,7 +215,7 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
     parts += ["## Runs\n", markdown_table(table, std=False)]
     if failed:
         parts += ["## Failed or unfinished jobs\n", markdown_table(pd.DataFrame(failed).astype(object), std=False)]
-    _write_text(folder / "report.md", "\n".join(parts))
+    write_text_atomic(folder / "report.md", "\n".join(parts))
     if not summary.empty:
         save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "report_runs.png")
     if not sizes.empty:

@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from insarslide.atomic import temporary_sibling, write_json_atomic
+from insarslide.atomic import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,7 @@ def write_failures_csv(sweep_dir: str | os.PathLike) -> Path | None:
         writer = csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(sorted(records, key=lambda r: r["job"]))
-        final = Path(sweep_dir) / FAILURES_FILE
-        tmp = temporary_sibling(final)
-        try:
-            tmp.write_text(text.getvalue())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        final = write_text_atomic(Path(sweep_dir) / FAILURES_FILE, text.getvalue())
     return final
 
 

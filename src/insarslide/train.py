@@ -33,7 +33,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 import insarslide.config  # noqa: F401  (registers resolvers)
-from insarslide.atomic import temporary_sibling, write_json_atomic
+from insarslide.atomic import temporary_sibling, write_json_atomic, write_text_atomic
 from insarslide.callbacks import ThresholdChoice
 from insarslide.checkpoints import RunCheckpointIO, check_compatible, load_checkpoint, newest_checkpoint, run_record
 from insarslide.datamodule import PatchDataModule
@@ -296,12 +296,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg, choices)
-    tmp = temporary_sibling(output_dir / CONFIG_FILE)
-    try:
-        tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-        tmp.replace(output_dir / CONFIG_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(output_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config)))
     resume_step = None
     if point is not None:
         state = load_checkpoint(point.checkpoint, mmap=True)
@@ -347,7 +342,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 metrics["baselines"] = evaluation.baseline_sections(
                     datamodule, metrics["size_classes"]["edges_px"], int(cfg.seed))
         if trainer.is_global_zero:
-            datamodule.split_table().to_csv(output_dir / "split.csv", index=False)
+            write_text_atomic(output_dir / "split.csv", datamodule.split_table().to_csv(index=False))
             write_run_files(output_dir, evaluation, threshold_choice, datamodule)
             write_json_atomic(output_dir / METRICS_FILE, metrics)
             figures = save_run_figures(output_dir) if evaluation is None or evaluation.figures else []
