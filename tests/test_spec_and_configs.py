@@ -98,3 +98,18 @@ def test_simulate_and_patches_configs_compose():
         sim = compose(config_name="simulate", overrides=["n_scenes=2", "size=[300,257]"])
         patches = compose(config_name="patches", overrides=["scenes_dir=a", "out_dir=b"])
     assert sim.size == [300, 257] and patches.patch_size == 256
+
+
+@pytest.mark.parametrize("split", ["random", "stratified", "region"])
+def test_training_seed_leaves_the_split_alone(tmp_path, split):
+    """seed=1,2,3 trains on the same split (a paired comparison over seeds needs it); data_seed moves it."""
+    cfg = compose_train([f"split={split}", "seed=1"], tmp_path)
+    assert cfg.seed == 1 and cfg.data.seed == 1 and cfg.split.seed == 42
+    assert cfg.split._target_.lower().endswith(split + "split")
+    assert compose_train([f"split={split}", "seed=1", "data_seed=7"], tmp_path).split.seed == 7
+
+
+def test_training_seed_leaves_the_quickstart_scenes_alone(tmp_path):
+    cfg = compose_train(["experiment=quickstart", "seed=1"], tmp_path)
+    assert cfg.data.builder.settings.seed == 42 and cfg.split.seed == 42
+    assert compose_train(["experiment=quickstart", "data_seed=7"], tmp_path).data.builder.settings.seed == 7
