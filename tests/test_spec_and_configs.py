@@ -113,3 +113,14 @@ def test_training_seed_leaves_the_quickstart_scenes_alone(tmp_path):
     cfg = compose_train(["experiment=quickstart", "seed=1"], tmp_path)
     assert cfg.data.builder.settings.seed == 42 and cfg.split.seed == 42
     assert compose_train(["experiment=quickstart", "data_seed=7"], tmp_path).data.builder.settings.seed == 7
+
+
+def test_tiny_model_is_small_and_keeps_the_patch_grid(tmp_path):
+    """model=tiny: 3x3 convolutions without bias plus BatchNorm, counted by hand (7 bands, width 16)."""
+    import hydra
+    import torch
+
+    net = hydra.utils.instantiate(compose_train(["model=tiny"], tmp_path).model.net)
+    by_hand = (7 * 16 * 9 + 32) + (16 * 32 * 9 + 64) + (32 * 32 * 9 + 64) + (64 * 16 * 9 + 32) + (32 * 16 * 9 + 32) + 17
+    assert sum(p.numel() for p in net.parameters()) == by_hand == 28897
+    assert net(torch.zeros(2, 7, 64, 96)).shape == (2, 1, 64, 96)
