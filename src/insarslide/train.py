@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import hydra
 import lightning as L
@@ -281,6 +281,21 @@ def run_relative(path: str, output_dir: Path) -> str | None:
         return str(path)
 
 
+def build_trainer_parts(cfg: DictConfig, choices: Mapping[str, Any], resume_step: int | None = None,
+                        keep: Callable[[Any], bool] | None = None) -> tuple[PatchDataModule, LandslideSegmenter,
+                                                                             list[Any], list[Any], L.Trainer]:
+    """Data module, model, callbacks (those ``keep`` accepts; all by default), loggers and Trainer of ``cfg``."""
+    datamodule: PatchDataModule = hydra.utils.instantiate(cfg.data)
+    module: LandslideSegmenter = hydra.utils.instantiate(cfg.module)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
+    callbacks = [c for c in callbacks if keep is None or keep(c)]
+    run_name = f"{cfg.model.name}-sigma{cfg.smoothing.sigma}-{choices.get('split')}-seed{cfg.seed}"
+    loggers = build_loggers(cfg.get("logger"), run_name, sweep_group(), resume_step)
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 plugins=trainer_plugins(cfg))
+    return datamodule, module, callbacks, loggers, trainer
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment (or continue one, see :func:`resume_point`); returns the metrics dict also
     written to ``metrics.json``."""
@@ -305,15 +320,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resuming from %s (epoch %s, step %d)", point.checkpoint, state.get("epoch"), resume_step)
         del state
 
-    datamodule: PatchDataModule = hydra.utils.instantiate(cfg.data)
-    module: LandslideSegmenter = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
-    run_name = f"{cfg.model.name}-sigma{cfg.smoothing.sigma}-{choices.get('split')}-seed{cfg.seed}"
-    loggers = build_loggers(cfg.get("logger"), run_name, sweep_group(), resume_step)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 plugins=trainer_plugins(cfg))
-    threshold_choice = next((c for c in callbacks if isinstance(c, ThresholdChoice)), None)
-    evaluation = next((c for c in callbacks if isinstance(c, TestEvaluation)), None)
+    datamodule, module, callbacks, loggers, trainer = build_trainer_parts(cfg, choices, resume_step=resume_step)
     checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
 
     try:
@@ -322,32 +329,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(point.checkpoint) if point is not None else None)
         best_path = checkpoint.best_model_path if checkpoint is not None else ""
         # The best checkpoint holds its validation threshold (ThresholdChoice); test restores both.
-        test_results = trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)[0]
-
-        val_scores = threshold_choice.val_scores if threshold_choice is not None else None
-        metrics = {
-            "precision": test_results["test/precision"], "recall": test_results["test/recall"],
-            "f1": test_results["test/f1"], "iou": test_results["test/iou"],
-            "threshold": test_results["test/threshold"],
-            "val_iou": val_scores["iou"] if val_scores else None,
-            "model": cfg.model.name, **model_description(cfg), "parameters": module.num_parameters,
-            "sigma": float(cfg.smoothing.sigma), "sampler": choices.get("sampler"),
-            "oversample": choices.get("oversample"), "split": choices.get("split"), "seed": int(cfg.seed),
-            "bands": list(cfg.data.bands), "best_checkpoint": run_relative(best_path, output_dir),
-            "data_counts": datamodule.counts,
-        }
-        if evaluation is not None:
-            metrics.update(evaluation.sections())
-            if evaluation.baselines and trainer.is_global_zero:
-                metrics["baselines"] = evaluation.baseline_sections(
-                    datamodule, metrics["size_classes"]["edges_px"], int(cfg.seed))
-        if trainer.is_global_zero:
-            write_text_atomic(output_dir / "split.csv", datamodule.split_table().to_csv(index=False))
-            write_run_files(output_dir, evaluation, threshold_choice, datamodule)
-            write_json_atomic(output_dir / METRICS_FILE, metrics)
-            figures = save_run_figures(output_dir) if evaluation is None or evaluation.figures else []
-            log_run_to_wandb(loggers, metrics, figures)
-        print_metrics_table(metrics)
-        return metrics
+        return evaluate_and_write(cfg, choices, trainer, module, datamodule, callbacks, loggers, best_path or None)
     finally:
         finish_wandb(loggers)  # every sweep job ends its run, so the next starts clean
+
+
+def evaluate_and_write(cfg: DictConfig, choices: Mapping[str, Any], trainer: L.Trainer, module: LandslideSegmenter,
+                   datamodule: PatchDataModule, callbacks: list[Any], loggers: list[Any],
+                   ckpt_path: str | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Test ``ckpt_path`` (None: the module as it is), then write and print the run's evaluation:
+    ``metrics.json`` (with the baselines), ``curves.json``, ``maps.npz``, ``split.csv`` and the figures.
+    Shared by training (on its best checkpoint) and ``evaluate`` (on any checkpoint and patch set)."""
+    output_dir = Path(cfg.paths.output_dir)
+    threshold_choice = next((c for c in callbacks if isinstance(c, ThresholdChoice)), None)
+    evaluation = next((c for c in callbacks if isinstance(c, TestEvaluation)), None)
+    test_results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)[0]
+
+    val_scores = threshold_choice.val_scores if threshold_choice is not None else None
+    metrics = {
+        "precision": test_results["test/precision"], "recall": test_results["test/recall"],
+        "f1": test_results["test/f1"], "iou": test_results["test/iou"],
+        "threshold": test_results["test/threshold"],
+        "val_iou": val_scores["iou"] if val_scores else None,
+        "model": cfg.model.name, **model_description(cfg), "parameters": module.num_parameters,
+        "sigma": float(cfg.smoothing.sigma), "sampler": choices.get("sampler"),
+        "oversample": choices.get("oversample"), "split": choices.get("split"), "seed": int(cfg.seed),
+        "bands": list(cfg.data.bands), "best_checkpoint": run_relative(ckpt_path or "", output_dir),
+        "data_counts": datamodule.counts, **(extra or {}),
+    }
+    if evaluation is not None:
+        metrics.update(evaluation.sections())
+        if evaluation.baselines and trainer.is_global_zero:
+            metrics["baselines"] = evaluation.baseline_sections(
+                datamodule, metrics["size_classes"]["edges_px"], int(cfg.seed))
+    if trainer.is_global_zero:
+        write_text_atomic(output_dir / "split.csv", datamodule.split_table().to_csv(index=False))
+        write_run_files(output_dir, evaluation, threshold_choice, datamodule)
+        write_json_atomic(output_dir / METRICS_FILE, metrics)
+        figures = save_run_figures(output_dir) if evaluation is None or evaluation.figures else []
+        log_run_to_wandb(loggers, metrics, figures)
+    print_metrics_table(metrics)
+    return metrics
