@@ -548,7 +548,7 @@ def landslide_pixels(path: Path) -> int:
         return int((tif.read(1) == 1).sum())
 
 
-def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, caplog):
+def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, caplog, monkeypatch):
     path = block_scene(tmp_path / "r.nc")
     out = tmp_path / "maps"
     first = save_checkpoint(phase_copy_module(), tmp_path / "first.ckpt", patch_size=64)
@@ -595,6 +595,20 @@ def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, c
     assert (out / "r_probability.tif").read_bytes() == b"kept"
     assert sorted(json.loads(record_path.read_text())["outputs"]) == ["r_landslides.geojson", "r_landslides.tif",
                                                                       "r_probability.tif"]
+    # A run with other settings killed after writing the rasters: the rerun with the first settings must not
+    # keep them (the record names the killed run's settings and lists only what it finished).
+    from insarslide import predict as predict_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "write_geojson", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(second, "window.overlap=0.25", threshold=0.95)
+    monkeypatch.undo()
+    assert landslide_pixels(landslides) == 0  # the killed run's raster, at 0.95
+    run(second, "window.overlap=0.25", threshold=0.5)
+    assert "threshold: 0.95 -> 0.5" in caplog.text and landslide_pixels(landslides) == 40 * 30 - 100
     # Outputs without any record (an older version's) are not trusted either.
     record_path.unlink()
     run(second, "window.overlap=0.25", threshold=0.5)

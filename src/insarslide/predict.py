@@ -520,10 +520,10 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
     (``{"checkpoint_sha256": ...}`` from :func:`predict_scenes`); without it,
     a hash of the model's weights. Existing outputs are kept only when the
     record says these settings made them (:func:`plan_outputs`); otherwise,
-    or with ``maps.overwrite``, they are recomputed. The record drops the
-    outputs about to be rewritten before any is touched and lists them again
-    once all are written, so a killed run never leaves a file vouched for by
-    settings that did not make it.
+    or with ``maps.overwrite``, they are recomputed. The record is rewritten
+    before any output is touched (this run's settings, the kept files only)
+    and again once all are written, so a killed run never leaves a file
+    vouched for by settings that did not make it.
     """
     start = time.perf_counter()
     output_dir = Path(output_dir)
@@ -553,7 +553,8 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
         if not wanted:
             result.seconds = time.perf_counter() - start
             return result
-        vouched -= {paths[k].name for k in wanted}
+        # Before any file is replaced: these settings, and only the kept files. A run killed from here on
+        # leaves its new files unlisted, so the next run recomputes them whatever its settings.
         write_provenance(provenance, settings, vouched, checkpoint)
         grid = MapGrid.of_scene(scene)
         writers: dict[str, CogWriter] = {}
