@@ -659,6 +659,13 @@ class PredictionReport:
     seconds: float
 
 
+def _plain(node: Any) -> Any:
+    """A config node as plain Python values (dicts, lists); other values as they are."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def choose_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -683,11 +690,6 @@ def predict_scenes(cfg: Any) -> PredictionReport:
         TimeRemainingColumn,
     )
 
-    from omegaconf import OmegaConf
-
-    def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
     start = time.perf_counter()
     maps = MapOptions(min_area_px=cfg.maps.min_area_px, connectivity=cfg.maps.connectivity,
                       cog_blocksize=cfg.maps.cog_blocksize, gdal_cache_mb=cfg.maps.gdal_cache_mb,
@@ -704,10 +706,10 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     scenes = resolve_scenes(cfg.scenes)[cfg.shard::cfg.num_shards]
     device = choose_device(str(cfg.device))
     checkpoint = str(cfg.checkpoint)
-    window = window_for_checkpoint(plain(cfg.window), checkpoint_patch_size(checkpoint), checkpoint)
+    window = window_for_checkpoint(_plain(cfg.window), checkpoint_patch_size(checkpoint), checkpoint)
     model = load_checkpoint(checkpoint, device)
-    check_bands(plain(cfg.get("bands")), model, checkpoint)
-    override_normalization(model, plain(cfg.get("normalization")), checkpoint)
+    check_bands(_plain(cfg.get("bands")), model, checkpoint)
+    override_normalization(model, _plain(cfg.get("normalization")), checkpoint)
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold}: must be in [0, 1] (checkpoint {checkpoint} chose "
