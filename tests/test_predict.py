@@ -468,9 +468,9 @@ def test_readme_example_runs_on_a_checkpoint_trained_on_64_px_patches(tmp_path, 
         shutil.copy(scene, quickstart / scene.name)
     monkeypatch.chdir(tmp_path)
     (best,) = sorted(tmp_path.glob("outputs/*/*/checkpoints/best-*.ckpt"))  # the README's `ls -t ... | head -1`
-    # The README's command, as written (plus progress=false for a quiet log).
+    # The README's command, as written.
     run_predict_main([f"checkpoint={best.relative_to(tmp_path)}", "scenes=data/quickstart/scenes/*.nc",
-                      "output_dir=maps", "progress=false"])
+                      "output_dir=maps"])
     for scene in sorted(quickstart.glob("*.nc")):
         with open_scene(scene) as opened:
             event_id, shape = opened.event_id, opened.shape
