@@ -143,8 +143,9 @@ def test_resume_with_another_band_list_is_refused_before_training(tmp_path, patc
     assert "net.in_channels: checkpoint 7, this run 2" in message
 
 
-def test_predict_refuses_a_tile_size_other_than_the_training_patch_size(tmp_path):
+def test_predict_takes_its_window_size_from_the_record_and_refuses_one_the_network_cannot_take(tmp_path):
     from insarslide.module import LandslideSegmenter
+    from insarslide.predict import checkpoint_patch_size, window_for_checkpoint
     from insarslide.predict import load_checkpoint as load_for_prediction
 
     conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
@@ -152,10 +153,12 @@ def test_predict_refuses_a_tile_size_other_than_the_training_patch_size(tmp_path
     record = {**RECORD, "model_name": "conv", "net": conv}
     path = save_checkpoint_atomic({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                                    RECORD_KEY: record}, tmp_path / "conv.ckpt")
-    assert load_for_prediction(path, tile_size=64).hparams.bands == BANDS
-    with pytest.raises(CheckpointError, match=r"conv.ckpt was trained with other settings: "
-                                              r"patch_size: checkpoint 64, this run 256"):
-        load_for_prediction(path, tile_size=256)
+    assert load_for_prediction(path).hparams.bands == BANDS
+    assert checkpoint_patch_size(path) == 64
+    assert window_for_checkpoint({"tile_size": None}, 64, str(path)).tile_size == 64
+    assert window_for_checkpoint({"tile_size": 128}, 64, str(path)).tile_size == 128  # a size the network takes
+    with pytest.raises(ValueError, match=r"window.tile_size=80: .*multiples of 32.*conv.ckpt was trained on 64 px"):
+        window_for_checkpoint({"tile_size": 80}, 64, str(path))
 
 
 def test_lightning_loads_go_through_the_safe_loader(tmp_path, patch_root):

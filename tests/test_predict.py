@@ -59,13 +59,21 @@ def phase_copy_module(threshold: float = 0.5) -> LandslideSegmenter:
     return module
 
 
-def save_checkpoint(module: LandslideSegmenter, path: Path) -> Path:
+def save_checkpoint(module: LandslideSegmenter, path: Path, patch_size: int | None = None) -> Path:
+    """A Lightning checkpoint of ``module``; with ``patch_size``, carrying the record train.py writes."""
     import lightning as L
+
+    from insarslide.checkpoints import RECORD_KEY, load_checkpoint, save_checkpoint_atomic
 
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(path)
+    if patch_size is not None:
+        state = load_checkpoint(path)
+        state[RECORD_KEY] = {"bands": list(module.hparams.bands), "model_name": "", "net": module.hparams.net,
+                             "patch_size": patch_size}
+        save_checkpoint_atomic(state, path)
     return path
 
 
@@ -348,12 +356,16 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
 
 
 # ---------------------------------------------------------------- refusals
-def predict_config(tmp_path: Path, **overrides):
+def predict_config(tmp_path: Path, *raw: str, tile_size: int | None = 64, **overrides):
+    """conf/predict.yaml composed with overrides (``raw``: dotted ones such as ``"window.overlap=0"``)."""
     from hydra import compose, initialize_config_dir
 
-    base = [f"output_dir={tmp_path / 'maps'}", "progress=false", "window.tile_size=64", "maps.cog_blocksize=128"]
+    base = [f"output_dir={tmp_path / 'maps'}", "progress=false", "maps.cog_blocksize=128"]
+    if tile_size is not None:
+        base.append(f"window.tile_size={tile_size}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="predict", overrides=base + [f"{k}={v}" for k, v in overrides.items()])
+        return compose(config_name="predict",
+                       overrides=base + list(raw) + [f"{k}={v}" for k, v in overrides.items()])
 
 
 def scene_without(path: Path, band: str) -> Path:
@@ -420,3 +432,202 @@ def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tm
     done = subprocess.run(common[:2] + [f"checkpoint={junk}"] + common[3:], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600, env=env)
     assert done.returncode == 1 and "junk.ckpt" in done.stderr and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------- settings from the checkpoint
+def run_predict_main(argv: list[str]) -> None:
+    """``python predict.py ARGV`` in this process: the root entry point's ``main``, run as a script runs it
+    (Hydra finds ``conf/`` beside the script)."""
+    import runpy
+
+    saved = sys.argv
+    sys.argv = [str(REPO / "predict.py"), *argv]
+    try:
+        runpy.run_path(str(REPO / "predict.py"), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def test_readme_example_runs_on_a_checkpoint_trained_on_64_px_patches(tmp_path, scenes_dir, patch_root,
+                                                                      monkeypatch):
+    import shutil
+
+    from conftest import TEST_PATCH, compose_train
+
+    from insarslide.train import train
+
+    assert TEST_PATCH == 64 and TEST_PATCH != 256  # not the thesis patch size, which windows used to default to
+    run = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
+    cfg = compose_train(["model=unet_r18", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+                         "++trainer.limit_val_batches=1", "oversample=none", "sampler=uniform", "eval=none"],
+                        run, patch_root)
+    train(cfg)
+    quickstart = tmp_path / "data" / "quickstart" / "scenes"
+    quickstart.mkdir(parents=True)
+    for scene in sorted(scenes_dir.glob("*.nc"))[:2]:
+        shutil.copy(scene, quickstart / scene.name)
+    monkeypatch.chdir(tmp_path)
+    (best,) = sorted(tmp_path.glob("outputs/*/*/checkpoints/best-*.ckpt"))  # the README's `ls -t ... | head -1`
+    # The README's command, as written.
+    run_predict_main([f"checkpoint={best.relative_to(tmp_path)}", "scenes=data/quickstart/scenes/*.nc",
+                      "output_dir=maps"])
+    for scene in sorted(quickstart.glob("*.nc")):
+        with open_scene(scene) as opened:
+            event_id, shape = opened.event_id, opened.shape
+        for suffix in ("_probability.tif", "_landslides.tif", "_landslides.geojson", "_quicklook.png"):
+            assert (tmp_path / "maps" / f"{event_id}{suffix}").is_file()
+        with rasterio.open(tmp_path / "maps" / f"{event_id}_landslides.tif") as tif:
+            assert (tif.height, tif.width) == shape
+        record = json.loads((tmp_path / "maps" / f"{event_id}_provenance.json").read_text())
+        assert record["settings"]["window"]["tile_size"] == 64 and record["settings"]["window"]["stride"] == 32
+
+
+def test_overrides_the_model_cannot_take_are_refused_naming_both_values(tmp_path, capsys):
+    path = make_scene(tmp_path / "scenes" / "o.nc", 40, 40, event_id="o")
+    ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt", patch_size=96)
+    with pytest.raises(ValueError, match=r"window.tile_size=100: .*multiples of 32 \(e.g. 96\).* trained on 96 px"):
+        predict_scenes(predict_config(tmp_path, checkpoint=ckpt, scenes=path, tile_size=100))
+    with pytest.raises(ValueError, match=r"bands=\['phase', 'coherence'\]: .* trained on \['phase', 'coherence', "
+                                         r"'intensity', 'elevation', 'displacement', 'unwrapped_phase', "
+                                         r"'local_incidence_angle'\]"):
+        predict_scenes(predict_config(tmp_path, "bands=[phase,coherence]", checkpoint=ckpt, scenes=path,
+                                      tile_size=None))
+    with pytest.raises(ValueError, match=r"normalization.slope: .* trained on bands \['phase'.*'slope' is not"):
+        predict_scenes(predict_config(tmp_path, "+normalization.slope.std=2", checkpoint=ckpt, scenes=path,
+                                      tile_size=None))
+    with pytest.raises(ValueError, match=r"normalization.phase: mean 0.0, std -1.0"):
+        predict_scenes(predict_config(tmp_path, "+normalization.phase.std=-1", checkpoint=ckpt, scenes=path,
+                                      tile_size=None))
+    assert not list((tmp_path / "maps").glob("o_*"))
+    # Through the entry point: one line naming both sizes, exit status 1, nothing written.
+    with pytest.raises(SystemExit) as exit_info:
+        run_predict_main([f"checkpoint={ckpt}", f"scenes={path}", f"output_dir={tmp_path / 'cli'}",
+                          "window.tile_size=48", "progress=false"])
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "window.tile_size=48" in error and "trained on 96 px" in error and "Traceback" not in error
+    assert not list((tmp_path / "cli").glob("o_*"))
+
+
+def test_tile_size_bands_and_normalisation_come_from_the_checkpoint_unless_overridden(tmp_path):
+    # Phase logit(0.9) = ln 9 in a 10 x 10 block of a 40 x 40 scene, logit(0.1) elsewhere; logit = phase.
+    bands = position_bands(40, 40)
+    bands["phase"] = np.full((40, 40), logit(0.1), np.float32)
+    bands["phase"][5:15, 20:30] = logit(0.9)
+    path = make_scene(tmp_path / "n.nc", 40, 40, bands=bands, event_id="n", labelled=False)
+    ckpt = save_checkpoint(phase_copy_module(threshold=0.8), tmp_path / "m.ckpt", patch_size=96)
+    predict_scenes(predict_config(tmp_path, "bands=[coherence,phase,intensity,elevation,displacement,"
+                                  "unwrapped_phase,local_incidence_angle]", checkpoint=ckpt, scenes=path,
+                                  tile_size=None))
+    record = json.loads((tmp_path / "maps" / "n_provenance.json").read_text())["settings"]
+    assert record["window"]["tile_size"] == 96 and record["threshold"] == pytest.approx(0.8)
+    with rasterio.open(tmp_path / "maps" / "n_landslides.tif") as tif:
+        assert tif.read(1).sum() == 100  # 0.9 >= 0.8 in the block only
+    # phase std 2: logit = ln(9) / 2, probability 3 / (3 + 1) = 0.75 < 0.8, so nothing is a landslide
+    predict_scenes(predict_config(tmp_path, "+normalization.phase.std=2", checkpoint=ckpt, scenes=path,
+                                  tile_size=None))
+    with rasterio.open(tmp_path / "maps" / "n_probability.tif") as p, \
+            rasterio.open(tmp_path / "maps" / "n_landslides.tif") as m:
+        assert p.read(1)[10, 25] == pytest.approx(0.75, abs=1e-6) and m.read(1).sum() == 0
+        assert p.read(1)[0, 0] == pytest.approx(0.25, abs=1e-6)  # sigmoid(-ln(9) / 2) = 1 / (1 + 3)
+    record = json.loads((tmp_path / "maps" / "n_provenance.json").read_text())["settings"]
+    assert record["normalization"]["std"][PHASE] == 2.0 and record["normalization"]["mean"][PHASE] == 0.0
+
+
+# ------------------------------------------------------------------ reruns
+def block_scene(path: Path) -> Path:
+    """Phase logit(0.9) in a 10 x 10 block of a 40 x 30 scene, logit(0.1) elsewhere (no labels)."""
+    bands = position_bands(40, 30)
+    bands["phase"] = np.full((40, 30), logit(0.1), np.float32)
+    bands["phase"][10:20, 5:15] = logit(0.9)
+    return make_scene(path, 40, 30, bands=bands, event_id=path.stem, labelled=False)
+
+
+def landslide_pixels(path: Path) -> int:
+    with rasterio.open(path) as tif:
+        return int((tif.read(1) == 1).sum())
+
+
+def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, caplog, monkeypatch):
+    path = block_scene(tmp_path / "r.nc")
+    out = tmp_path / "maps"
+    first = save_checkpoint(phase_copy_module(), tmp_path / "first.ckpt", patch_size=64)
+    inverted = phase_copy_module()
+    with torch.no_grad():
+        inverted.net.weight[0, PHASE] = -1.0  # logit = -phase: 0.1 in the block, 0.9 around it
+    second = save_checkpoint(inverted, tmp_path / "second.ckpt", patch_size=64)
+    landslides, polygons = out / "r_landslides.tif", out / "r_landslides.geojson"
+
+    def run(ckpt: Path, *raw: str, **overrides) -> None:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="insarslide.predict"):
+            report = predict_scenes(predict_config(tmp_path, *raw, checkpoint=ckpt, scenes=path, tile_size=None,
+                                                   quicklook="{enabled:false}", **overrides))
+        assert not report.failures
+
+    run(first, threshold=0.5)
+    assert landslide_pixels(landslides) == 100
+    polygons.write_text("sentinel")  # stands for "this file was kept"
+    run(first, threshold=0.5)  # same checkpoint, same settings: kept
+    assert polygons.read_text() == "sentinel" and "recomputing" not in caplog.text
+
+    run(first, threshold=0.95)  # another threshold: recomputed, and the log says why
+    assert landslide_pixels(landslides) == 0 and polygons.read_text() != "sentinel"
+    assert "r: recomputing" in caplog.text and "threshold: 0.5 -> 0.95" in caplog.text
+
+    run(second, threshold=0.95)  # another checkpoint: 40 * 30 - 100 pixels at 0.9 < 0.95: still none
+    assert "model.checkpoint_sha256" in caplog.text and landslide_pixels(landslides) == 0
+    run(second, threshold=0.5)
+    assert landslide_pixels(landslides) == 40 * 30 - 100
+
+    run(second, "window.overlap=0.25", threshold=0.5)  # another window stride recomputes too
+    assert "window.stride: 32 -> 48" in caplog.text
+
+    # A file the record does not list as finished (left by a killed run) is recomputed; the others are kept.
+    record_path = out / "r_provenance.json"
+    record = json.loads(record_path.read_text())
+    record["outputs"].remove("r_landslides.geojson")
+    record_path.write_text(json.dumps(record))
+    polygons.write_text("half-made")
+    (out / "r_probability.tif").write_bytes(b"kept")
+    run(second, "window.overlap=0.25", threshold=0.5)
+    assert "not recorded as finished" in caplog.text and polygons.read_text() != "half-made"
+    assert (out / "r_probability.tif").read_bytes() == b"kept"
+    assert sorted(json.loads(record_path.read_text())["outputs"]) == ["r_landslides.geojson", "r_landslides.tif",
+                                                                      "r_probability.tif"]
+    # A run with other settings killed after writing the rasters: the rerun with the first settings must not
+    # keep them (the record names the killed run's settings and lists only what it finished).
+    from insarslide import predict as predict_module
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "write_geojson", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(second, "window.overlap=0.25", threshold=0.95)
+    monkeypatch.undo()
+    assert landslide_pixels(landslides) == 0  # the killed run's raster, at 0.95
+    run(second, "window.overlap=0.25", threshold=0.5)
+    assert "threshold: 0.95 -> 0.5" in caplog.text and landslide_pixels(landslides) == 40 * 30 - 100
+    # Outputs without any record (an older version's) are not trusted either.
+    record_path.unlink()
+    run(second, "window.overlap=0.25", threshold=0.5)
+    assert "no provenance record" in caplog.text and (out / "r_probability.tif").read_bytes() != b"kept"
+
+
+def test_scene_object_metrics_join_pixels_by_the_configured_connectivity():
+    from insarslide.predict import scene_object_metrics
+
+    # A landslide of two pixels touching at a corner, fully predicted, and a false alarm of the same shape.
+    landslide = np.zeros((6, 6), np.uint8)
+    landslide[0, 0] = landslide[1, 1] = 1
+    predicted = landslide.astype(bool).copy()
+    predicted[4, 4] = predicted[5, 5] = True
+    valid = np.ones((6, 6), np.uint8)
+    eight = scene_object_metrics(landslide, predicted, valid, 30.0, MapOptions(connectivity=8))["objects"]
+    four = scene_object_metrics(landslide, predicted, valid, 30.0, MapOptions(connectivity=4))["objects"]
+    # 8-connectivity: one landslide of 2 px, one false alarm; 4-connectivity: two of each
+    assert (eight["objects"], eight["detected"], eight["false_alarms"]) == (1, 1, 1)
+    assert (four["objects"], four["detected"], four["false_alarms"]) == (2, 2, 2)
+    area_km2 = 36 * 30.0**2 / 1e6
+    assert four["false_alarms_per_km2"] == pytest.approx(2 / area_km2)

@@ -65,19 +65,23 @@ class PatchObjects:
     unassigned_fp: int        # false-positive pixels of a patch without components
 
 
-def patch_objects(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray) -> PatchObjects:
-    """Components, their hits and the false positives/false alarms of one (H, W) patch."""
+def patch_objects(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray,
+                  connectivity: int = 8) -> PatchObjects:
+    """Components, their hits and the false positives/false alarms of one (H, W) patch (``connectivity`` 8 or 4)."""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity={connectivity}: must be 4 (edge neighbours) or 8 (corners too)")
+    structure = EIGHT_CONNECTED if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
     valid = valid.astype(bool)
     truth = landslide.astype(bool) & valid
     pred = predicted.astype(bool) & valid
-    gt_labels, n_gt = ndimage.label(truth, structure=EIGHT_CONNECTED)
+    gt_labels, n_gt = ndimage.label(truth, structure=structure)
     area = np.bincount(gt_labels.ravel(), minlength=n_gt + 1)[1:].astype(np.int64)
     tp = np.bincount(gt_labels[pred], minlength=n_gt + 1)[1:].astype(np.int64)
     fp = np.zeros(n_gt, dtype=np.int64)
     fp_rows, fp_cols = np.nonzero(pred & ~truth)
     if fp_rows.size == 0:
         return PatchObjects(area, tp, fp, np.zeros(0, dtype=np.int64), 0)
-    regions, n_regions = ndimage.label(pred, structure=EIGHT_CONNECTED)
+    regions, n_regions = ndimage.label(pred, structure=structure)
     hits = np.bincount(regions[truth], minlength=n_regions + 1)
     is_alarm = hits == 0  # regions sharing no pixel with a landslide (index 0, background, is never asked)
     alarm_labels = np.flatnonzero(is_alarm[1:]) + 1

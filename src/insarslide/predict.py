@@ -16,23 +16,38 @@ The scene is streamed: windows are run one row of windows at a time, and the
 rows that no later window touches are handed on (:func:`blend_scene`) to the
 writers of :mod:`insarslide.maps`. Memory is a few window rows across the
 scene's width, whatever its height.
+
+Window size, bands, normalisation and threshold come from the checkpoint
+unless the configuration overrides them (:func:`predict_scenes`). What made a
+scene's finished outputs (checkpoint hash, threshold, window, bands,
+normalisation, map settings) is recorded beside them in
+``<event_id>_provenance.json``; a rerun keeps existing outputs only when that
+record matches its own settings, and recomputes them otherwise.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from insarslide.atomic import temporary_sibling, write_json_atomic
-from insarslide.checkpoints import CheckpointError, load_module  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
+from insarslide.checkpoints import (  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
+    CheckpointError,
+    checkpoint_record,
+    load_checkpoint as load_checkpoint_state,
+    load_module,
+)
 from insarslide.maps import (
     LANDSLIDE_NODATA,
     PROBABILITY_NODATA,
@@ -54,6 +69,9 @@ PADDINGS = ("reflect", "zero")
 BACKGROUNDS = ("elevation", "intensity")
 OUTPUT_SUFFIXES = {"probability": "_probability.tif", "landslides": "_landslides.tif",
                    "polygons": "_landslides.geojson", "quicklook": "_quicklook.png", "metrics": "_metrics.json"}
+PROVENANCE_SUFFIX = "_provenance.json"  # what made a scene's finished outputs (see predict_scene)
+PROVENANCE_FORMAT = 1
+THESIS_TILE_SIZE = 256  # windows for a checkpoint that does not record its training patch size
 
 
 class OutputDirError(OSError):
@@ -62,7 +80,7 @@ class OutputDirError(OSError):
 
 @dataclass(frozen=True)
 class WindowOptions:
-    tile_size: int = 256
+    tile_size: int = THESIS_TILE_SIZE
     overlap: float = 0.5
     blend: str = "hann"
     gaussian_sigma: float = 0.125  # fraction of the tile (blend=gaussian)
@@ -189,9 +207,12 @@ class _RowReader:
         self.lo, self.hi = lo, hi
 
 
+def _uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_uses_bf16(device, precision))
 
 
 def blend_scene(model: LandslideSegmenter, scene: Scene, options: WindowOptions, *, device: torch.device | str = "cpu",
@@ -269,11 +290,153 @@ def count_windows(shape: tuple[int, int], options: WindowOptions) -> int:
 
 
 # --------------------------------------------------------------- checkpoint
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
-                    tile_size: int | None = None) -> LandslideSegmenter:
-    """The trained module of a training checkpoint, in eval mode, loaded safely (:mod:`insarslide.checkpoints`);
-    :class:`CheckpointError` if it is not one, or if it was trained on patches of another size than ``tile_size``."""
-    return load_module(path, device, expected={"patch_size": tile_size} if tile_size else None).eval()
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LandslideSegmenter:
+    """The trained module of a training checkpoint, in eval mode, loaded through
+    :mod:`insarslide.checkpoints`; :class:`CheckpointError` if it is not one."""
+    return load_module(path, device).eval()
+
+
+def checkpoint_patch_size(path: str | os.PathLike) -> int | None:
+    """The patch size a checkpoint was trained on (its record), or None when it records none."""
+    size = checkpoint_record(load_checkpoint_state(path, mmap=True)).get("patch_size")
+    return None if size is None else int(size)
+
+
+def window_for_checkpoint(window: Mapping[str, Any], patch_size: int | None, checkpoint: str) -> WindowOptions:
+    """The window options of a run: ``window.tile_size`` null takes the checkpoint's training patch size.
+
+    An explicit tile size is what the network is run on; a size the network
+    cannot take (not a multiple of its output stride) is refused naming both
+    the requested and the trained size.
+    """
+    requested = window.get("tile_size")
+    trained = f"was trained on {patch_size} px patches" if patch_size else "records no training patch size"
+    if requested is None:
+        tile_size = patch_size if patch_size is not None else THESIS_TILE_SIZE
+        if patch_size is None:
+            log.warning("checkpoint %s %s (written before checkpoints carried a record): windows of %d px, the "
+                        "thesis's patch size; set window.tile_size to its training patch size", checkpoint, trained,
+                        tile_size)
+    else:
+        tile_size = int(requested)
+        if tile_size < OUTPUT_STRIDE or tile_size % OUTPUT_STRIDE:
+            near = max(1, round(tile_size / OUTPUT_STRIDE)) * OUTPUT_STRIDE
+            raise ValueError(f"window.tile_size={tile_size}: the network takes windows whose sides are positive "
+                             f"multiples of {OUTPUT_STRIDE} (e.g. {near}); checkpoint {checkpoint} {trained} "
+                             "(leave window.tile_size unset to use that)")
+        if patch_size is not None and tile_size != patch_size:
+            log.info("window.tile_size=%d: windows differ from the %d px patches checkpoint %s was trained on",
+                     tile_size, patch_size, checkpoint)
+    return WindowOptions(**{**window, "tile_size": tile_size})
+
+
+def check_bands(requested: Sequence[str] | None, model: LandslideSegmenter, checkpoint: str) -> None:
+    """``bands`` null takes the checkpoint's band list; a list must name the same bands (a guard for scripts:
+    the network takes exactly the bands it was trained on, in its own order)."""
+    if requested is None:
+        return
+    trained = [str(b) for b in model.hparams.bands]
+    requested = [str(b) for b in requested]
+    if sorted(requested) != sorted(trained):
+        raise ValueError(f"bands={requested}: checkpoint {checkpoint} was trained on {trained}, and its network "
+                         "takes exactly those bands (leave bands unset to use them)")
+
+
+def override_normalization(model: LandslideSegmenter, override: Mapping[str, Any] | None, checkpoint: str) -> None:
+    """Replace the checkpoint's statistics of the bands named in ``override`` (``{band: {mean: m, std: s}}``;
+    a key left out keeps the checkpoint's value)."""
+    if not override:
+        return
+    bands = [str(b) for b in model.hparams.bands]
+    mean, std = model.band_mean.detach().clone().cpu(), model.band_std.detach().clone().cpu()
+    for band, value in override.items():
+        if band not in bands:
+            raise ValueError(f"normalization.{band}: checkpoint {checkpoint} was trained on bands {bands}; "
+                             f"'{band}' is not one of them")
+        if not isinstance(value, Mapping) or not value or set(value) - {"mean", "std"}:
+            raise ValueError(f"normalization.{band}={value!r}: give {{mean: M, std: S}} (either key may be left out)")
+        i = bands.index(band)
+        new_mean, new_std = float(value.get("mean", mean[i])), float(value.get("std", std[i]))
+        if not (math.isfinite(new_mean) and math.isfinite(new_std) and new_std > 0):
+            raise ValueError(f"normalization.{band}: mean {new_mean}, std {new_std}: need finite values and std > 0")
+        log.info("normalization.%s: mean %g, std %g instead of the checkpoint's %g, %g", band, new_mean, new_std,
+                 float(mean[i]), float(std[i]))
+        mean[i], std[i] = new_mean, new_std
+    model.set_normalization(mean, std)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hash of a module's parameters and buffers (names, shapes, dtypes, values): identifies a model that
+    was not read from a checkpoint file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------- provenance
+def prediction_settings(model: LandslideSegmenter, model_id: Mapping[str, str], scene_path: str | os.PathLike, *,
+                        threshold: float, window: WindowOptions, maps: MapOptions, bf16: bool) -> dict[str, Any]:
+    """Everything that decides the content of a scene's outputs, as plain JSON values.
+
+    Left out, because they do not change what is written: the device (beyond
+    bf16 autocast), ``window.batch_size``, ``maps.gdal_cache_mb``, sharding,
+    and which outputs are asked for.
+    """
+    stat = Path(scene_path).stat()
+    settings = {
+        "model": dict(model_id),
+        "bands": [str(b) for b in model.hparams.bands],
+        "normalization": {"mean": [float(v) for v in model.band_mean.tolist()],
+                          "std": [float(v) for v in model.band_std.tolist()]},
+        "threshold": float(threshold),
+        "precision": "bf16" if bf16 else "32",
+        "window": {"tile_size": window.tile_size, "overlap": window.overlap, "stride": window.stride,
+                   "blend": window.blend, "gaussian_sigma": window.gaussian_sigma, "padding": window.padding},
+        "maps": {"min_area_px": maps.min_area_px, "connectivity": maps.connectivity,
+                 "cog_blocksize": maps.cog_blocksize, "quicklook_max_px": maps.quicklook_max_px,
+                 "quicklook_background": maps.quicklook_background},
+        "objects": {"overlap": maps.object_overlap,
+                    "size_edges": None if maps.size_edges is None else [float(e) for e in maps.size_edges]},
+        "scene": {"file": Path(scene_path).name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+    }
+    return json.loads(json.dumps(settings))  # exactly what a record read back holds
+
+
+def setting_changes(old: Any, new: Any, name: str = "") -> list[str]:
+    """``name: old -> new`` for every leaf where two settings records differ."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return [change for key in sorted(set(old) | set(new), key=str)
+                for change in setting_changes(old.get(key, "<absent>"), new.get(key, "<absent>"),
+                                              f"{name}.{key}" if name else str(key))]
+    return [] if old == new else [f"{name}: {old!r} -> {new!r}"]
+
+
+def read_provenance(path: Path) -> dict[str, Any] | None:
+    """A scene's provenance record, or None when there is none or it cannot be read (then nothing is kept)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(record, dict) and record.get("format") == PROVENANCE_FORMAT
+            and isinstance(record.get("settings"), dict) and isinstance(record.get("outputs"), list)):
+        return None
+    return record
+
+
+def write_provenance(path: Path, settings: Mapping[str, Any], outputs: set[str], checkpoint: str) -> None:
+    write_json_atomic(path, {"format": PROVENANCE_FORMAT, "checkpoint": checkpoint, "settings": dict(settings),
+                             "outputs": sorted(outputs)})
 
 
 # ------------------------------------------------------------------- scenes
@@ -317,17 +480,54 @@ class SceneResult:
     regions: int = 0
     valid_pixels: int = 0
     warnings: list[str] = field(default_factory=list)
+    recomputed: str = ""  # why existing outputs were not kept ("" when none were replaced)
     seconds: float = 0.0
     forward_seconds: float = 0.0
+
+
+def plan_outputs(paths: Mapping[str, Path], record: Mapping[str, Any] | None, settings: Mapping[str, Any],
+                 overwrite: bool) -> tuple[set[str], set[str], str]:
+    """Which existing outputs a run keeps: ``(kept kinds, names still vouched for by the record, reason)``.
+
+    An existing file is kept only when the scene's provenance record lists it
+    as finished and was made with exactly these settings; ``reason`` says why
+    existing files are recomputed ("" when none is).
+    """
+    existing = {kind for kind, path in paths.items() if path.exists()}
+    if overwrite:
+        return set(), set(), "overwrite=true" if existing else ""
+    if record is None:
+        return set(), set(), "no provenance record says what made them" if existing else ""
+    changes = setting_changes(record["settings"], settings)
+    if changes:
+        return set(), set(), "settings changed: " + "; ".join(changes)
+    folder = next(iter(paths.values())).parent
+    vouched = {str(name) for name in record["outputs"] if (folder / str(name)).is_file()}
+    kept = {kind for kind in existing if paths[kind].name in vouched}
+    unfinished = existing - kept
+    return kept, vouched, ("not recorded as finished (an interrupted run?): "
+                           + ", ".join(sorted(paths[k].name for k in unfinished))) if unfinished else ""
 
 
 def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, output_dir: str | os.PathLike, *,
                   threshold: float, window: WindowOptions = WindowOptions(), maps: MapOptions = MapOptions(),
                   device: torch.device | str = "cpu", precision: str = "auto", checkpoint: str = "",
+                  model_id: Mapping[str, str] | None = None,
                   on_windows: Callable[[int], None] | None = None) -> SceneResult:
-    """Predict one scene and write its maps; raises :class:`SceneError` for a scene that breaks the contract."""
+    """Predict one scene and write its maps; raises :class:`SceneError` for a scene that breaks the contract.
+
+    ``model_id`` identifies the model in the provenance record
+    (``{"checkpoint_sha256": ...}`` from :func:`predict_scenes`); without it,
+    a hash of the model's weights. Existing outputs are kept only when the
+    record says these settings made them (:func:`plan_outputs`); otherwise,
+    or with ``maps.overwrite``, they are recomputed. The record is rewritten
+    before any output is touched (this run's settings, the kept files only)
+    and again once all are written, so a killed run never leaves a file
+    vouched for by settings that did not make it.
+    """
     start = time.perf_counter()
     output_dir = Path(output_dir)
+    device = torch.device(device)
     scene = open_scene(scene_path)
     with scene:
         result = SceneResult(str(scene_path), scene.event_id, warnings=list(scene.warnings))
@@ -336,11 +536,26 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
             paths.pop("quicklook")
         if not (maps.metrics and scene.has_labels):
             paths.pop("metrics")
-        wanted = {kind for kind, path in paths.items() if maps.overwrite or not path.exists()}
-        result.kept = sorted(paths[k].name for k in paths if k not in wanted)
+        settings = prediction_settings(model, model_id or {"weights_sha256": weights_sha256(model)}, scene_path,
+                                       threshold=threshold, window=window, maps=maps,
+                                       bf16=_uses_bf16(device, precision))
+        provenance = output_dir / f"{scene.event_id}{PROVENANCE_SUFFIX}"
+        kept, vouched, result.recomputed = plan_outputs(paths, read_provenance(provenance), settings, maps.overwrite)
+        wanted = set(paths) - kept
+        result.kept = sorted(paths[k].name for k in kept)
+        if result.recomputed:
+            log.info("%s: recomputing its outputs: %s", scene.event_id, result.recomputed)
+        stale = sorted(path.name for kind, path in output_paths(output_dir, scene.event_id).items()
+                       if kind not in paths and path.exists() and path.name not in vouched)
+        if stale:  # outputs this run does not write: left alone, but no longer vouched for
+            result.warnings.append(f"{', '.join(stale)}: left from an earlier run with other or unrecorded "
+                                   "settings (this run does not write it)")
         if not wanted:
             result.seconds = time.perf_counter() - start
             return result
+        # Before any file is replaced: these settings, and only the kept files. A run killed from here on
+        # leaves its new files unlisted, so the next run recomputes them whatever its settings.
+        write_provenance(provenance, settings, vouched, checkpoint)
         grid = MapGrid.of_scene(scene)
         writers: dict[str, CogWriter] = {}
         try:
@@ -406,6 +621,7 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
             metrics.update(scene_object_metrics(keep[0], keep[1], keep[2], scene.pixel_size_m, maps))
             write_json_atomic(paths["metrics"], metrics)
             result.written.append(paths["metrics"].name)
+        write_provenance(provenance, settings, vouched | set(result.written), checkpoint)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -424,11 +640,12 @@ def scene_metrics(counts: np.ndarray, valid_pixels: int, event_id: str, threshol
 def scene_object_metrics(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray, pixel_size_m: float,
                          maps: MapOptions) -> dict[str, Any]:
     """``size_classes`` and ``objects`` sections for a whole scene, by the evaluation's own rules
-    (:mod:`insarslide.evaluation`: 8-connected objects, nearest-object false positives, detection overlap)."""
+    (:mod:`insarslide.evaluation`: nearest-object false positives, detection overlap), with objects and false
+    alarms joined by ``maps.connectivity`` as the polygons are."""
     from insarslide.evaluation import ObjectTally, object_sections, patch_objects
 
     tally = ObjectTally()
-    tally.add(patch_objects(landslide, predicted, valid))
+    tally.add(patch_objects(landslide, predicted, valid, connectivity=maps.connectivity))
     tally.valid_area_km2 = float(valid.astype(bool).sum()) * pixel_size_m**2 / 1e6
     return object_sections(tally, maps.size_edges, maps.object_overlap)
 
@@ -442,6 +659,13 @@ class PredictionReport:
     seconds: float
 
 
+def _plain(node: Any) -> Any:
+    """A config node as plain Python values (dicts, lists); other values as they are."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def choose_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -451,8 +675,12 @@ def choose_device(name: str) -> torch.device:
 def predict_scenes(cfg: Any) -> PredictionReport:
     """Predict every scene of ``cfg.scenes`` (this job's shard); never raises per scene, lists failures instead.
 
-    Raises :class:`OutputDirError`, :class:`CheckpointError` or ``ValueError``
-    for problems that concern the whole call (nothing is written then).
+    ``window.tile_size``, ``bands``, ``normalization`` and ``threshold`` left
+    null come from the checkpoint (training patch size, band list, training
+    statistics, threshold chosen on validation); an override the model cannot
+    take is refused naming both values. Raises :class:`OutputDirError`,
+    :class:`CheckpointError` or ``ValueError`` for problems that concern the
+    whole call (no map is written then).
     """
     from rich.progress import (
         BarColumn,
@@ -463,7 +691,6 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     )
 
     start = time.perf_counter()
-    window = WindowOptions(**cfg.window)
     maps = MapOptions(min_area_px=cfg.maps.min_area_px, connectivity=cfg.maps.connectivity,
                       cog_blocksize=cfg.maps.cog_blocksize, gdal_cache_mb=cfg.maps.gdal_cache_mb,
                       quicklook=cfg.quicklook.enabled, quicklook_max_px=cfg.quicklook.max_px,
@@ -478,10 +705,16 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     output_dir = check_output_dir(cfg.output_dir)
     scenes = resolve_scenes(cfg.scenes)[cfg.shard::cfg.num_shards]
     device = choose_device(str(cfg.device))
-    model = load_checkpoint(cfg.checkpoint, device, tile_size=window.tile_size)
+    checkpoint = str(cfg.checkpoint)
+    window = window_for_checkpoint(_plain(cfg.window), checkpoint_patch_size(checkpoint), checkpoint)
+    model = load_checkpoint(checkpoint, device)
+    check_bands(_plain(cfg.get("bands")), model, checkpoint)
+    override_normalization(model, _plain(cfg.get("normalization")), checkpoint)
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold={threshold}: must be in [0, 1]")
+        raise ValueError(f"threshold={threshold}: must be in [0, 1] (checkpoint {checkpoint} chose "
+                         f"{float(model.threshold):.3f})")
+    model_id = {"checkpoint_sha256": file_sha256(checkpoint)}
     results: list[SceneResult] = []
     failures: list[tuple[str, str]] = []
     owners: dict[str, str] = {}
@@ -499,8 +732,8 @@ def predict_scenes(cfg: Any) -> PredictionReport:
                 owners[event_id] = str(scene_path)
                 bar.reset(window_task, total=count_windows(shape, window), description=f"windows of {event_id}")
                 result = predict_scene(model, scene_path, output_dir, threshold=threshold, window=window, maps=maps,
-                                       device=device, precision=str(cfg.precision), checkpoint=str(cfg.checkpoint),
-                                       on_windows=lambda n: bar.advance(window_task, n))
+                                       device=device, precision=str(cfg.precision), checkpoint=checkpoint,
+                                       model_id=model_id, on_windows=lambda n: bar.advance(window_task, n))
                 for warning in result.warnings:
                     log.warning("%s: %s", scene_path, warning)
                 results.append(result)
@@ -522,8 +755,10 @@ def print_report(report: PredictionReport) -> None:
     for column in ("event", "windows", "regions", "written", "kept", "warnings"):
         table.add_column(column)
     for r in report.results:
-        table.add_row(r.event_id, str(r.windows), str(r.regions), str(len(r.written)),
-                      ", ".join(r.kept) or "-", "; ".join(r.warnings))
+        kept = ", ".join(r.kept) or "-"
+        if r.recomputed:
+            kept += f" (recomputed: {r.recomputed})"
+        table.add_row(r.event_id, str(r.windows), str(r.regions), str(len(r.written)), kept, "; ".join(r.warnings))
     console.print(table)
     for scene, message in report.failures:
         console.print(f"[red]FAILED[/red] {scene}: {message}")
