@@ -17,8 +17,11 @@ def test_readme_model_table_lists_every_model_config():
 
 def test_readme_cross_references_point_the_right_way():
     headings = [m.start() for m in re.finditer(r"^## ", README, flags=re.M)]
-    for ref in re.finditer(r"\*([A-Z][\w ]+)\* (above|below)", README):
-        target = re.search(rf"^## {re.escape(ref.group(1))}", README, flags=re.M)
-        assert target is not None, f"README refers to a missing section {ref.group(1)!r}"
+    refs = list(re.finditer(r"\*([A-Z][\w\s]+)\*\s(above|below)", README))
+    assert refs, "the README's cross-references were not found"
+    for ref in refs:
+        name = " ".join(ref.group(1).split())
+        target = re.search(rf"^## {re.escape(name)}", README, flags=re.M)
+        assert target is not None, f"README refers to a missing section {name!r}"
         here = max(h for h in headings if h < ref.start())
         assert (target.start() < here) == (ref.group(2) == "above"), f"{ref.group(0)!r}: the section is not {ref.group(2)}"
