@@ -34,6 +34,8 @@ class Runner(Protocol):
 
     def version(self) -> str: ...
 
+    def snap_version(self) -> str | None: ...
+
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     text = path.read_text(errors="replace").splitlines() if path.is_file() else []
@@ -107,6 +109,11 @@ class GptRunner:
                 return line.strip()
         return "unknown (gpt --diag printed no version)"
 
+    def snap_version(self) -> str | None:
+        """SNAP's release (``SNAP Release version 13.0.4`` in ``gpt --diag``); None when gpt does not say."""
+        match = re.search(r"SNAP Release version\s+(\d+\.\d+(?:\.\d+)?)", self.version(), re.IGNORECASE)
+        return match.group(1) if match else None
+
 
 def import_snappy() -> Any:
     """``esa_snappy``, imported only when the snappy runner is used."""
@@ -165,6 +172,13 @@ class SnappyRunner:
             return f"esa-snappy {version('esa-snappy')}"
         except PackageNotFoundError:
             return "esa_snappy (version unknown)"
+
+    def snap_version(self) -> str | None:
+        """SNAP's release as the engine reports it (``SystemUtils.getReleaseVersion``); None when it cannot."""
+        try:
+            return str(self.snappy.jpy.get_type("org.esa.snap.core.util.SystemUtils").getReleaseVersion())
+        except Exception:  # an older esa_snappy, or a stub without jpy
+            return None
 
 
 def make_runner(runner: str, gpt: str | None = None, threads: int | None = None, cache: str | None = None,
