@@ -199,6 +199,16 @@ def test_snap_version_from_config_when_gpt_does_not_say(tmp_path, fake_gpt, slc_
         run_event(chain_config(tmp_path, "snap_version=11.0.0"), *slc_pair)
 
 
+def test_graph_tile_cost_threshold_reaches_snaphu(tmp_path, fake_gpt, slc_pair, monkeypatch):
+    import snaphu
+
+    seen = []
+    real = snaphu.unwrap
+    monkeypatch.setattr(snaphu, "unwrap", lambda *a, **k: seen.append(k["tile_cost_thresh"]) or real(*a, **k))
+    run_event(chain_config(tmp_path, "graph.SnaphuExport.tileCostThreshold=321"), *slc_pair)
+    assert seen == [321]
+
+
 @pytest.mark.slow
 def test_events_in_parallel_through_the_hydra_joblib_launcher(tmp_path, fake_gpt):
     import subprocess

@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
                                  read_envi(data / f"coh{TAG}.img"), cost=p["statCostMode"], init=p["initMethod"],
                                  tiles=(int(p["numberOfTileRows"]), int(p["numberOfTileCols"])),
                                  overlap=(int(p["rowOverlap"]), int(p["colOverlap"])),
-                                 nproc=int(p["numberOfProcessors"]))
+                                 nproc=int(p["numberOfProcessors"]),
+                                 tile_cost_thresh=int(p.get("tileCostThreshold", 500)))
     print("Done.")
     return 0
 
