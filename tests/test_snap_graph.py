@@ -84,17 +84,19 @@ def test_parameters_newer_than_the_installed_snap():
     assert "useAdaptiveAlpha" not in on_13["GoldsteinPhaseFiltering"]  # thesis false = what 13 does
     assert parameters_for_version(thesis, (14, 0, 0))["GoldsteinPhaseFiltering"]["useAdaptiveAlpha"] is False
     # at SNAP's own default (what older versions do): left out; anything else: refused, naming the version
-    ramp = thesis_parameters("+graph.Interferogram.subtractResidualRamp=false", "+graph.Interferogram.cohWinSizeMeters=0")
-    assert {"subtractResidualRamp", "cohWinSizeMeters"}.isdisjoint(parameters_for_version(ramp, (13, 0, 4))["Interferogram"])
+    ramp = thesis_parameters("+graph.Interferogram.subtractResidualRamp=false",
+                             "+graph.Interferogram.cohWinSizeMeters=0")
+    on_13 = parameters_for_version(ramp, (13, 0, 4))["Interferogram"]
+    assert {"subtractResidualRamp", "cohWinSizeMeters"}.isdisjoint(on_13)
     assert parameters_for_version(ramp, (14, 0, 0))["Interferogram"]["subtractResidualRamp"] is False
-    for override, name, since in (("+graph.Interferogram.cohWinSizeMeters=30", "cohWinSizeMeters", "14.0.0"),
-                                  ("+graph.Interferogram.subtractResidualRamp=true", "subtractResidualRamp", "14.0.0"),
-                                  ("+graph.GoldsteinPhaseFiltering.fftSizeMeters=500", "fftSizeMeters", "14.0.0"),
-                                  ("+graph.GoldsteinPhaseFiltering.alphaMax=0.8", "alphaMax", "14.0.0"),
-                                  ("+graph.Terrain-Correction.applyAPDCorrection=true", "applyAPDCorrection", "14.0.0"),
-                                  ("+graph.TOPSAR-Split.enableSingleSwathMode=true", "enableSingleSwathMode", "13.0.1")):
-        with pytest.raises(GraphError, match=rf"'{name}' = \S+ needs SNAP {since} or newer \(installed: 13.0.0\)"):
-            parameters_for_version(thesis_parameters(override), (13, 0, 0))
+    for operator, name, value, since in (("Interferogram", "cohWinSizeMeters", 30, "14.0.0"),
+                                         ("Interferogram", "subtractResidualRamp", "true", "14.0.0"),
+                                         ("GoldsteinPhaseFiltering", "fftSizeMeters", 500, "14.0.0"),
+                                         ("GoldsteinPhaseFiltering", "alphaMax", 0.8, "14.0.0"),
+                                         ("Terrain-Correction", "applyAPDCorrection", "true", "14.0.0"),
+                                         ("TOPSAR-Split", "enableSingleSwathMode", "true", "13.0.1")):
+        with pytest.raises(GraphError, match=rf"'{name}' = {value} needs SNAP {since} or newer \(installed: 13.0.0\)"):
+            parameters_for_version(thesis_parameters(f"+graph.{operator}.{name}={value}"), (13, 0, 0))
     single = thesis_parameters("+graph.TOPSAR-Split.enableSingleSwathMode=true")
     assert parameters_for_version(single, (13, 0, 1))["TOPSAR-Split"]["enableSingleSwathMode"] is True
 

@@ -108,11 +108,12 @@ class RetryPolicy:
 
         ``what`` prefixes the message (empty when the error names its subject already).
         """
-        retrying = Retrying(
-            stop=self._stop, wait=self.wait_s, retry=retry_if_exception_type(transient), reraise=True,
-            before_sleep=lambda state: log.warning("%s (attempt %d of %d); retrying in %.0f s", state.outcome.exception(),
-                                                   state.attempt_number, self.max_attempts, self.wait_s(state)),
-        )
+        def announce(state: RetryCallState) -> None:
+            log.warning("%s (attempt %d of %d); retrying in %.0f s", state.outcome.exception(), state.attempt_number,
+                        self.max_attempts, self.wait_s(state))
+
+        retrying = Retrying(stop=self._stop, wait=self.wait_s, retry=retry_if_exception_type(transient), reraise=True,
+                            before_sleep=announce)
         started = datetime.now(timezone.utc)
         attempts = 0
         try:
