@@ -164,6 +164,8 @@ def test_snap_13_gets_only_parameters_it_knows(tmp_path, fake_gpt, slc_pair, mon
     assert goldstein == {"alpha": "1.0", "FFTSizeString": "64", "windowSizeString": "3", "useCoherenceMask": "false",
                          "coherenceThreshold": "0.2"}  # useAdaptiveAlpha (14.0.0) left out: false is what 13 does
     assert fake_gpt() == ["interferogram", "snaphu_export", "geocode"]
+    manifest = json.loads((tmp_path / "out" / "lombok_2018" / "manifest.json").read_text())
+    assert manifest["versions"]["snap_release"] == "13.0.4"
 
 
 def test_snap_14_gets_use_adaptive_alpha_written(tmp_path, fake_gpt, slc_pair):

@@ -160,8 +160,10 @@ class EventChain:
             if not Path(path).exists():
                 raise FileNotFoundError(f"{name}={path}: no such SLC product (a Sentinel-1 IW SLC .zip or .SAFE)")
         # Only what the installed SNAP understands goes into the graphs; the rest is refused before any step.
-        self.params = graphs.parameters_for_version(self.params, self.snap_version())
+        version = self.snap_version()
+        self.params = graphs.parameters_for_version(self.params, version)
         self.manifest.record_inputs({"pre": Path(pre), "post": Path(post)})
+        self.manifest.data["versions"]["snap_release"] = ".".join(map(str, version))
         self.manifest.data["parameters"] = {"graph": self.params, "multilook": self.cfg["multilook"],
                                             "runner": self.cfg["runner"], "disk": self.cfg["disk"]}
         self.manifest.save()

@@ -71,6 +71,7 @@ class GptRunner:
                  timeout_s: float | None = None):
         self.gpt = find_gpt(gpt)
         self.threads, self.cache, self.timeout_s = threads, cache, timeout_s
+        self._diag: str | None = None  # gpt --diag's version line, asked once (gpt starts a JVM)
 
     def command(self, graph_file: Path) -> list[str]:
         command = [self.gpt, str(graph_file)]
@@ -100,6 +101,11 @@ class GptRunner:
 
     def version(self) -> str:
         """SNAP's version as ``gpt --diag`` prints it (first line naming a version)."""
+        if self._diag is None:
+            self._diag = self._ask_version()
+        return self._diag
+
+    def _ask_version(self) -> str:
         try:
             done = subprocess.run([self.gpt, "--diag"], capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as exc:
