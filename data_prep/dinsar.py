@@ -149,6 +149,7 @@ def unwrap(
     tile_overlap: int = 0,
     nproc: int = 1,
     single_tile_reoptimize: bool = True,
+    tile_cost_thresh: int = 500,
     quiet: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Unwrap with SNAPHU (PyPI ``snaphu``); NaN where masked or where the input was NaN.
@@ -176,7 +177,7 @@ def unwrap(
         unw, conncomp = snaphu.unwrap(
             clean, corr_clean, nlooks=float(nlooks), cost=cost, init=init, mask=keep,
             ntiles=ntiles, tile_overlap=tile_overlap, nproc=nproc,
-            single_tile_reoptimize=single_tile_reoptimize,
+            single_tile_reoptimize=single_tile_reoptimize, tile_cost_thresh=int(tile_cost_thresh),
         )
     unw = np.asarray(unw, dtype=np.float32)[:h, :w]
     unw[bad] = np.nan

@@ -6,7 +6,10 @@ filter fails the test), pages with ``$top``/``$skip`` and
 ``@odata.nextLink``; ``/auth/token`` issues and refreshes bearer tokens;
 ``/download/odata/v1/Products(<Id>)/$value`` serves zipped SAFE products with
 ``Range`` support and scripted faults (a connection dropped midway, one
-corrupted byte, HTTP 503). Every request is recorded for the assertions.
+corrupted byte, HTTP 503). Catalogue requests (search pages and product
+lookups) take scripted faults too (``catalogue_faults``: HTTP 503, HTTP 429 with
+a ``Retry-After``, a connection reset midway). Every request is recorded, with
+its arrival time, for the assertions.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 import io
 import re
 import threading
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass, field
@@ -109,6 +113,9 @@ class FakeCdse:
         self.lock = threading.Lock()
         self.requests: list[dict] = []
         self.faults: dict[str, list[str]] = {}  # product id -> faults consumed one GET at a time
+        # consumed one catalogue GET (search page or product lookup) at a time: "ok", "503", "429:<Retry-After>",
+        # "reset" (the answer is cut midway and the connection dropped)
+        self.catalogue_faults: list[str] = []
         self.valid_tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.token_grants: list[str] = []
@@ -146,6 +153,28 @@ class FakeCdse:
         return [r for r in self.requests if r["kind"] == "download"]
 
     # --- catalogue
+    def _catalogue_fault(self, record: dict) -> Response | None:
+        with self.lock:
+            fault = self.catalogue_faults.pop(0) if self.catalogue_faults else "ok"
+        record["fault"] = fault
+        if fault == "503":
+            return Response("Service Unavailable", status=503)
+        if fault.startswith("429:"):
+            return Response('{"detail": "Too Many Requests"}', status=429,
+                            headers={"Retry-After": fault.split(":", 1)[1]}, content_type="application/json")
+        if fault == "reset":
+            head = b'{"value": [{"Id": "'
+
+            def cut():
+                yield head
+                raise ConnectionResetError("fake CDSE resets the connection midway")
+
+            return Response(cut(), status=200, headers={"Content-Length": "4096"}, direct_passthrough=True,
+                            content_type="application/json")
+        if fault != "ok":
+            raise ValueError(f"unknown catalogue fault {fault!r}")
+        return None
+
     def _matches(self, product: FakeProduct, odata_filter: str) -> bool:
         rest = odata_filter
         for pattern in (ATTRIBUTE, INTERSECTS, DATES, COLLECTION):
@@ -172,7 +201,11 @@ class FakeCdse:
         import json
 
         args = request.args
-        self.requests.append({"kind": "search", "args": dict(args)})
+        record = {"kind": "search", "args": dict(args), "at": time.monotonic()}
+        self.requests.append(record)
+        faulty = self._catalogue_fault(record)
+        if faulty is not None:
+            return faulty
         try:
             matching = [p for p in self.products if self._matches(p, args.get("$filter", ""))]
         except ValueError as exc:
@@ -195,7 +228,11 @@ class FakeCdse:
         import json
 
         wanted = request.path.split("(", 1)[1].rstrip(")")
-        self.requests.append({"kind": "product", "id": wanted})
+        record = {"kind": "product", "id": wanted, "at": time.monotonic()}
+        self.requests.append(record)
+        faulty = self._catalogue_fault(record)
+        if faulty is not None:
+            return faulty
         for product in self.products:
             if product.id == wanted:
                 return Response(json.dumps(product.odata(request.args.get("$expand") == "Attributes")),

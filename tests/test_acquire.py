@@ -27,9 +27,11 @@ from data_prep.acquire.auth import (
 )
 from data_prep.acquire.catalogue import (
     AoiError,
+    CatalogueError,
     Product,
     build_filter,
     load_aoi,
+    product_by_id,
     search_products,
 )
 from data_prep.acquire.orbits import (
@@ -43,6 +45,7 @@ from data_prep.acquire.transfer import (
     DiskSpaceError,
     DownloadError,
     ProductFile,
+    RetryPolicy,
     TransferSettings,
     download_products,
 )
@@ -113,6 +116,99 @@ def test_search_pages_through_next_links_and_measures_coverage(cdse):
     only_46 = search_products(requests.Session(), cdse.overrides()["odata_url"], cdse.aoi, date(2018, 8, 13),
                               date(2018, 9, 30), orbit_direction="DESCENDING", relative_orbit=46)
     assert [p.date.isoformat() for p in only_46] == ["2018-08-24", "2018-09-05", "2018-09-17", "2018-09-29"]
+
+
+NO_WAIT = RetryPolicy(max_attempts=4, backoff_s=0.0, backoff_max_s=0.0, max_total_s=60.0)
+
+
+def _search(server: FakeCdse, retry: RetryPolicy = NO_WAIT) -> list[Product]:
+    import requests
+
+    return search_products(requests.Session(), server.overrides()["odata_url"], server.aoi, date(2018, 8, 13),
+                           date(2018, 9, 30), page_size=100, retry=retry)
+
+
+def _skips(server: FakeCdse) -> list[str]:
+    return [r["args"].get("$skip", "0") for r in server.requests if r["kind"] == "search"]
+
+
+@pytest.mark.parametrize("fault", ["503", "reset"])
+def test_a_failing_catalogue_page_is_retried_alone(cdse, fault):
+    cdse.catalogue_faults = ["ok", fault]  # page 2 fails once
+    products = _search(cdse)
+    assert [p.date.isoformat() for p in products][:3] == ["2018-08-24", "2018-08-29", "2018-09-01"]
+    assert len(products) == 10
+    # 10 products, 3 per page: skips 0, 3, 6, 9; page 2 asked twice, page 1 kept (never asked again)
+    assert _skips(cdse) == ["0", "3", "3", "6", "9"]
+    assert [r["fault"] for r in cdse.requests] == ["ok", fault, "ok", "ok", "ok"]
+
+
+def test_catalogue_429_waits_for_retry_after(cdse):
+    cdse.catalogue_faults = ["429:1"]
+    assert len(_search(cdse)) == 10
+    first, second = [r["at"] for r in cdse.requests[:2]]
+    assert second - first >= 1.0  # backoff is 0 here: the 1 s came from Retry-After
+    # A Retry-After beyond the time bound gives up at once, saying why, instead of sleeping an hour.
+    cdse.requests.clear()
+    cdse.catalogue_faults = ["429:3600"]
+    with pytest.raises(CatalogueError, match=r"HTTP 429 \(gave up after 1 attempt in \d+ s; the server asked to "
+                                             r"wait 3600 s more; rerun later\)"):
+        _search(cdse)
+    assert len(cdse.requests) == 1
+
+
+def test_catalogue_gives_up_after_the_attempt_bound_with_one_line(cdse):
+    import requests
+
+    cdse.catalogue_faults = ["503"] * 10
+    with pytest.raises(CatalogueError) as caught:
+        _search(cdse, RetryPolicy(max_attempts=3, backoff_s=0.0, backoff_max_s=0.0, max_total_s=60.0))
+    message = str(caught.value)
+    assert "\n" not in message and "HTTP 503" in message
+    assert "gave up after 3 attempts" in message and "limits: 3 attempts, 60 s" in message
+    assert len(cdse.requests) == 3
+    # product lookups are retried the same way
+    cdse.catalogue_faults = ["503", "reset"]
+    fake = by_date(cdse, "2018-09-05")
+    assert product_by_id(requests.Session(), cdse.overrides()["odata_url"], fake.id, retry=NO_WAIT).name == fake.name
+    assert [r["fault"] for r in cdse.requests if r["kind"] == "product"] == ["503", "reset", "ok"]
+
+
+def test_catalogue_retry_is_bounded_in_time(cdse):
+    # backoff 2 s, 4 s, ...: with 3 s in all, the second wait (4 s) would overrun, so it stops after 2 tries.
+    cdse.catalogue_faults = ["503"] * 10
+    policy = RetryPolicy(max_attempts=50, backoff_s=2.0, backoff_max_s=100.0, max_total_s=3.0)
+    with pytest.raises(CatalogueError, match=r"gave up after 2 attempts .*limits: 50 attempts, 3 s"):
+        _search(cdse, policy)
+    assert len(cdse.requests) == 2
+    assert cdse.requests[1]["at"] - cdse.requests[0]["at"] >= 2.0
+
+
+def test_cli_catalogue_and_downloads_share_one_retry_policy(cdse, tmp_path, monkeypatch, caplog):
+    from data_prep.acquire import cli
+
+    seen = []
+    real = cli.search_products
+
+    def spy(*args, retry=None, **kwargs):
+        seen.append(retry)
+        return real(*args, retry=retry, **kwargs)
+
+    monkeypatch.setattr(cli, "search_products", spy)
+    real_download = cli.download_products
+    monkeypatch.setattr(cli, "download_products", lambda *a, **k: seen.append(a[3].retry) or real_download(*a, **k))
+    monkeypatch.setenv("CDSE_USERNAME", USERNAME)
+    monkeypatch.setenv("CDSE_PASSWORD", PASSWORD)
+    aoi = AOI_OVERRIDE.replace("'", '"')
+    assert cli.run(_compose(cdse, "event=iburi_2018", aoi, f"out_dir={tmp_path}", "transfer.max_attempts=5",
+                            "transfer.max_total_s=77")) == 0
+    assert len(seen) == 2 and seen[0] is seen[1]
+    assert (seen[0].max_attempts, seen[0].max_total_s) == (5, 77)
+    cdse.catalogue_faults = ["503"] * 3
+    assert cli.run(_compose(cdse, "event=iburi_2018", aoi, f"out_dir={tmp_path}", "transfer.max_attempts=2",
+                            "download=false")) == cli.EXIT_FAILED
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "HTTP 503 (gave up after 2 attempts" in line and "\n" not in line
 
 
 def test_aoi_from_wkt_geojson_and_errors(tmp_path):
@@ -366,6 +462,76 @@ def test_orbit_files_are_filed_where_snap_looks(tmp_path, monkeypatch):
     assert calls == [([datetime(2018, 9, 5, 20, 42, 26, tzinfo=timezone.utc)], ["S1B"], "precise", "tok")]
     assert fetch_orbits([product], tmp_path, access_token="tok") == [filed] and len(calls) == 1  # already there
     assert install_orbit_file(tmp_path / "none" / eof_name, tmp_path, start)[0] == filed  # present: not rewritten
+
+
+def _pair_file(cdse: FakeCdse, tmp_path: Path) -> Path:
+    pre, post = by_date(cdse, "2018-09-05"), by_date(cdse, "2018-09-17")
+    pair = tmp_path / "iburi_2018" / "pair.json"
+    pair.parent.mkdir()
+    pair.write_text(json.dumps({"pre": {"name": pre.name, "id": pre.id}, "post": {"name": post.name, "id": post.id}}))
+    return pair
+
+
+def test_orbit_fetch_renews_the_token_after_long_downloads(cdse, tmp_path, monkeypatch):
+    import requests
+
+    from data_prep.acquire import cli
+
+    monkeypatch.setenv("CDSE_USERNAME", USERNAME)
+    monkeypatch.setenv("CDSE_PASSWORD", PASSWORD)
+    real_download = cli.download_products
+
+    def download_then_expire(*args, **kwargs):
+        paths = real_download(*args, **kwargs)
+        cdse.revoke_tokens()  # the downloads outlasted the token
+        return paths
+
+    monkeypatch.setattr(cli, "download_products", download_then_expire)
+    handed = []
+
+    def fake_download_eofs(orbit_dts, missions, save_dir, orbit_type, cdse_access_token):
+        handed.append(cdse_access_token)
+        if cdse_access_token not in cdse.valid_tokens:  # what CDSE does with an expired token
+            response = requests.Response()
+            response.status_code, response.url = 401, "https://catalogue.dataspace.copernicus.eu/odata/v1/Products"
+            response.reason = "Unauthorized"
+            response.raise_for_status()
+        name = {5: "S1B_OPER_AUX_POEORB_OPOD_20180925T110554_V20180904T225942_20180906T005942.EOF",
+                17: "S1B_OPER_AUX_POEORB_OPOD_20181007T110554_V20180916T225942_20180918T005942.EOF"}[orbit_dts[0].day]
+        (Path(save_dir) / name).write_text("<Earth_Explorer_File/>")
+        return [Path(save_dir) / name]
+
+    monkeypatch.setattr("eof.download.download_eofs", fake_download_eofs)
+    pair = _pair_file(cdse, tmp_path)
+    aux = tmp_path / "aux"
+    assert cli.run(_compose(cdse, f"pair={pair}", "orbits.fetch=true", f"orbits.snap_auxdata_dir={aux}")) == 0
+    assert cdse.token_grants == ["password", "refresh_token"]  # renewed once, before sentineleof
+    assert len(handed) == 2 and all(t in cdse.valid_tokens for t in handed)
+    assert len(list(aux.rglob("*.EOF.zip"))) == 2
+
+
+def test_orbit_fetch_http_failure_is_one_line_and_exit_1(cdse, tmp_path, monkeypatch, caplog):
+    import requests
+
+    from data_prep.acquire import cli
+
+    monkeypatch.setenv("CDSE_USERNAME", USERNAME)
+    monkeypatch.setenv("CDSE_PASSWORD", PASSWORD)
+
+    def failing_download_eofs(**kwargs):
+        response = requests.Response()
+        response.status_code, response.reason = 503, "Service Unavailable"
+        response.url = "https://catalogue.dataspace.copernicus.eu/odata/v1/Products"
+        response.raise_for_status()
+
+    monkeypatch.setattr("eof.download.download_eofs", failing_download_eofs)
+    pair = _pair_file(cdse, tmp_path)
+    status = cli.run(_compose(cdse, f"pair={pair}", "orbits.fetch=true", f"orbits.snap_auxdata_dir={tmp_path / 'a'}"))
+    assert status == cli.EXIT_FAILED
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith(f"{by_date(cdse, '2018-09-05').name}: orbit file download failed (HTTPError: 503 Server "
+                           "Error: Service Unavailable for url")
+    assert "\n" not in line and "Traceback" not in caplog.text
 
 
 # --- the command ----------------------------------------------------------------------------------------------

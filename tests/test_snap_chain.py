@@ -40,6 +40,8 @@ def fake_gpt(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_GPT_LOG", str(calls))
     monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("FAKE_GPT_FAIL_ON", raising=False)
+    monkeypatch.delenv("FAKE_GPT_SNAP_VERSION", raising=False)
+    monkeypatch.delenv("FAKE_GPT_HIDE_VERSION", raising=False)
 
     def graph_calls():
         lines = calls.read_text().splitlines() if calls.exists() else []
@@ -146,6 +148,67 @@ def test_unknown_parameter_in_config_is_refused_before_anything_runs(tmp_path, f
     with pytest.raises(GraphError, match="cohWinSize"):
         run_event(chain_config(tmp_path, "+graph.Interferogram.cohWinSize=5"), *slc_pair)
     assert fake_gpt() == []
+
+
+def _written_parameters(tmp_path, operator):
+    from data_prep.snap.graph import parse_graph_xml
+
+    graph = parse_graph_xml((tmp_path / "out" / "lombok_2018" / "work" / "interferogram.xml").read_text())
+    return next(n for n in graph.nodes if n.operator == operator).parameters
+
+
+def test_snap_13_gets_only_parameters_it_knows(tmp_path, fake_gpt, slc_pair, monkeypatch):
+    monkeypatch.setenv("FAKE_GPT_SNAP_VERSION", "13.0.4")  # the fake gpt then refuses 14-only elements, as gpt does
+    assert validate_scene(run_event(chain_config(tmp_path), *slc_pair)).ok
+    goldstein = _written_parameters(tmp_path, "GoldsteinPhaseFiltering")
+    assert goldstein == {"alpha": "1.0", "FFTSizeString": "64", "windowSizeString": "3", "useCoherenceMask": "false",
+                         "coherenceThreshold": "0.2"}  # useAdaptiveAlpha (14.0.0) left out: false is what 13 does
+    assert fake_gpt() == ["interferogram", "snaphu_export", "geocode"]
+    manifest = json.loads((tmp_path / "out" / "lombok_2018" / "manifest.json").read_text())
+    assert manifest["versions"]["snap_release"] == "13.0.4"
+
+
+def test_snap_14_gets_use_adaptive_alpha_written(tmp_path, fake_gpt, slc_pair):
+    run_event(chain_config(tmp_path), *slc_pair)  # the fake reports 14.0.0
+    assert _written_parameters(tmp_path, "GoldsteinPhaseFiltering")["useAdaptiveAlpha"] == "false"
+
+
+def test_a_set_parameter_newer_than_snap_is_refused_before_anything_runs(tmp_path, fake_gpt, slc_pair, monkeypatch):
+    from data_prep.snap.operators import GraphError
+
+    monkeypatch.setenv("FAKE_GPT_SNAP_VERSION", "13.0.4")
+    with pytest.raises(GraphError, match=r"GoldsteinPhaseFiltering \(conf graph.GoldsteinPhaseFiltering\): parameter "
+                                         r"'alphaMin' = 0.3 needs SNAP 14.0.0 or newer \(installed: 13.0.4\)"):
+        run_event(chain_config(tmp_path, "+graph.GoldsteinPhaseFiltering.alphaMin=0.3"), *slc_pair)
+    with pytest.raises(GraphError, match=r"'useAdaptiveAlpha' = true needs SNAP 14.0.0"):
+        run_event(chain_config(tmp_path, "graph.GoldsteinPhaseFiltering.useAdaptiveAlpha=true"), *slc_pair)
+    with pytest.raises(GraphError, match=r"'applyAPDCorrection' = true needs SNAP 14.0.0"):
+        run_event(chain_config(tmp_path, "+graph.Terrain-Correction.applyAPDCorrection=true"), *slc_pair)
+    assert fake_gpt() == []  # no graph ran
+    assert not (tmp_path / "out" / "lombok_2018" / "work").exists()
+
+
+def test_snap_version_from_config_when_gpt_does_not_say(tmp_path, fake_gpt, slc_pair, monkeypatch):
+    monkeypatch.setenv("FAKE_GPT_SNAP_VERSION", "12.0.0")
+    monkeypatch.setenv("FAKE_GPT_HIDE_VERSION", "1")
+    with pytest.raises(SnapError, match=r"cannot tell the SNAP version .*set snap_version="):
+        run_event(chain_config(tmp_path), *slc_pair)
+    assert fake_gpt() == []
+    assert validate_scene(run_event(chain_config(tmp_path, "snap_version=12.0.0"), *slc_pair)).ok
+    from data_prep.snap.operators import GraphError
+
+    with pytest.raises(GraphError, match=r"SNAP 11.0.0 is older than the chain supports \(12.0.0 to 14.0.0\)"):
+        run_event(chain_config(tmp_path, "snap_version=11.0.0"), *slc_pair)
+
+
+def test_graph_tile_cost_threshold_reaches_snaphu(tmp_path, fake_gpt, slc_pair, monkeypatch):
+    import snaphu
+
+    seen = []
+    real = snaphu.unwrap
+    monkeypatch.setattr(snaphu, "unwrap", lambda *a, **k: seen.append(k["tile_cost_thresh"]) or real(*a, **k))
+    run_event(chain_config(tmp_path, "graph.SnaphuExport.tileCostThreshold=321"), *slc_pair)
+    assert seen == [321]
 
 
 @pytest.mark.slow

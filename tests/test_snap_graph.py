@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.snap.graph import (geocode_graph, interferogram_graph, parse_graph_xml, range_looks,
-                                  resolve_parameters, snaphu_export_graph)
-from data_prep.snap.operators import OPERATORS, GraphError, check_parameters
+from data_prep.snap.graph import (geocode_graph, interferogram_graph, parameters_for_version, parse_graph_xml,
+                                  range_looks, resolve_parameters, snaphu_export_graph)
+from data_prep.snap.operators import OPERATORS, GraphError, check_parameters, parse_version
 from data_prep.snap.runners import SnapError, SnappyRunner, find_gpt, import_snappy
 from test_snap_chain import process_config
 
@@ -66,12 +66,39 @@ def test_unknown_or_missing_parameters_are_refused_by_name():
         thesis_parameters("+graph.Interferogram.cohWindow=5")
     with pytest.raises(GraphError, match="demName"):
         thesis_parameters("graph.Back-Geocoding.demName=null")
-    with pytest.raises(GraphError, match="useAdaptiveAlpha"):
-        thesis_parameters("graph.GoldsteinPhaseFiltering.useAdaptiveAlpha=null")
+    # useAdaptiveAlpha (on by default from SNAP 14) must be set where the installed version has it
+    without = thesis_parameters("graph.GoldsteinPhaseFiltering.useAdaptiveAlpha=null")
+    with pytest.raises(GraphError, match=r"parameter 'useAdaptiveAlpha' must be set"):
+        parameters_for_version(without, (14, 0, 0))
+    assert "useAdaptiveAlpha" not in parameters_for_version(without, (13, 0, 4))["GoldsteinPhaseFiltering"]
     with pytest.raises(GraphError, match="Speckle-Filter"):
         thesis_parameters("+graph.Speckle-Filter={filter: Lee}")
     with pytest.raises(GraphError, match="unknown SNAP operator"):
         check_parameters("Terrain-Flattening", {})
+
+
+def test_parameters_newer_than_the_installed_snap():
+    assert parse_version("SNAP Release version 13.0.4") == (13, 0, 4) and parse_version("12.0") == (12, 0, 0)
+    thesis = thesis_parameters()
+    on_13 = parameters_for_version(thesis, (13, 0, 4))
+    assert "useAdaptiveAlpha" not in on_13["GoldsteinPhaseFiltering"]  # thesis false = what 13 does
+    assert parameters_for_version(thesis, (14, 0, 0))["GoldsteinPhaseFiltering"]["useAdaptiveAlpha"] is False
+    # at SNAP's own default (what older versions do): left out; anything else: refused, naming the version
+    ramp = thesis_parameters("+graph.Interferogram.subtractResidualRamp=false",
+                             "+graph.Interferogram.cohWinSizeMeters=0")
+    on_13 = parameters_for_version(ramp, (13, 0, 4))["Interferogram"]
+    assert {"subtractResidualRamp", "cohWinSizeMeters"}.isdisjoint(on_13)
+    assert parameters_for_version(ramp, (14, 0, 0))["Interferogram"]["subtractResidualRamp"] is False
+    for operator, name, value, since in (("Interferogram", "cohWinSizeMeters", 30, "14.0.0"),
+                                         ("Interferogram", "subtractResidualRamp", "true", "14.0.0"),
+                                         ("GoldsteinPhaseFiltering", "fftSizeMeters", 500, "14.0.0"),
+                                         ("GoldsteinPhaseFiltering", "alphaMax", 0.8, "14.0.0"),
+                                         ("Terrain-Correction", "applyAPDCorrection", "true", "14.0.0"),
+                                         ("TOPSAR-Split", "enableSingleSwathMode", "true", "13.0.1")):
+        with pytest.raises(GraphError, match=rf"'{name}' = {value} needs SNAP {since} or newer \(installed: 13.0.0\)"):
+            parameters_for_version(thesis_parameters(f"+graph.{operator}.{name}={value}"), (13, 0, 0))
+    single = thesis_parameters("+graph.TOPSAR-Split.enableSingleSwathMode=true")
+    assert parameters_for_version(single, (13, 0, 1))["TOPSAR-Split"]["enableSingleSwathMode"] is True
 
 
 def test_range_looks_from_the_target_pixel():

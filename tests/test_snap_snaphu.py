@@ -36,11 +36,11 @@ def test_snaphu_unwraps_the_export_folder_into_the_file_snaphu_import_reads(tmp_
 
 def test_conf_is_honoured(tmp_path, monkeypatch):
     phase = np.full((300, 200), 0.5, np.float32)
-    folder = snaphu_export_folder(tmp_path / "p", phase, phase + 0.3, cost="TOPO", init="MCF", tiles=(3, 2),
-                                  overlap=(20, 30), nproc=2)
+    folder = snaphu_export_folder(tmp_path / "p", phase, phase + 0.3, cost="SMOOTH", init="MCF", tiles=(3, 2),
+                                  overlap=(20, 30), nproc=2, tile_cost_thresh=350)
     job = read_conf(folder)
-    assert (job.cost, job.init, job.ntiles, job.overlap, job.nproc, job.nlooks, job.width) == (
-        "topo", "mcf", (3, 2), (20, 30), 2, 23.8, 200)
+    assert (job.cost, job.init, job.ntiles, job.overlap, job.nproc, job.nlooks, job.width, job.tile_cost_thresh) == (
+        "smooth", "mcf", (3, 2), (20, 30), 2, 23.8, 200, 350)
     assert job.phase_file.name == f"Phase_ifg{TAG}.snaphu.img" and job.corr_file.name == f"coh{TAG}.snaphu.img"
     seen = {}
 
@@ -50,8 +50,9 @@ def test_conf_is_honoured(tmp_path, monkeypatch):
 
     monkeypatch.setattr("data_prep.snap.snaphu_folder.dinsar.unwrap", recording_unwrap)
     unwrap_export_folder(folder)
-    assert seen["nlooks"] == 23.8 and (seen["cost"], seen["init"]) == ("topo", "mcf")
+    assert seen["nlooks"] == 23.8 and (seen["cost"], seen["init"]) == ("smooth", "mcf")
     assert seen["ntiles"] == (3, 2) and seen["tile_overlap"] == (20, 30) and seen["nproc"] == 2
+    assert seen["tile_cost_thresh"] == 350
     assert seen["corr"] == pytest.approx(0.8) and seen["phase"] == pytest.approx(0.5)
 
 
@@ -66,3 +67,41 @@ def test_incomplete_folder_is_refused_by_name(tmp_path):
     (folder / f"coh{TAG}.snaphu.img").write_bytes(b"\0" * 8)
     with pytest.raises(SnaphuFolderError, match=f"coh{TAG}.snaphu.img"):
         unwrap_export_folder(folder)
+
+
+def test_tile_cost_threshold_reaches_snaphu(tmp_path, monkeypatch):
+    import snaphu
+
+    seen = {}
+    real = snaphu.unwrap
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snaphu, "unwrap", recording)
+    truth = ramp(80, 90)
+    folder = snaphu_export_folder(tmp_path / "p", np.angle(np.exp(1j * truth)).astype(np.float32),
+                                  np.full((80, 90), 0.9, np.float32), tiles=(2, 2), overlap=(10, 10),
+                                  tile_cost_thresh=250)
+    unwrap_export_folder(folder)
+    assert seen["tile_cost_thresh"] == 250 and seen["ntiles"] == (2, 2)
+
+
+def test_every_conf_keyword_is_passed_on_or_refused(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    phase = np.zeros((4, 6), np.float32)
+    folder = snaphu_export_folder(tmp_path / "a", phase, phase + 1, extra="LAMBDA 0.0554658\nDEFOMAX_CYCLE 1.2\n")
+    with pytest.raises(SnaphuFolderError, match=r"snaphu.conf: keyword\(s\) \['DEFOMAX_CYCLE'\] cannot be passed to "
+                                                r"snaphu-py"):
+        read_conf(folder)
+    topo = snaphu_export_folder(tmp_path / "b", phase, phase + 1, cost="TOPO")
+    with pytest.raises(SnaphuFolderError, match="STATCOSTMODE TOPO not supported by snaphu-py"):
+        read_conf(topo)
+    # what SNAPHU reads only for TOPO or its own console/log is named in the log, not dropped unseen
+    ok = snaphu_export_folder(tmp_path / "c", phase, phase + 1)
+    assert read_conf(ok).not_used == ("DA", "DR", "LAMBDA", "LOGFILE", "TRANSMITMODE", "VERBOSE")
+    unwrap_export_folder(ok)
+    assert "['DA', 'DR', 'LAMBDA', 'LOGFILE', 'TRANSMITMODE', 'VERBOSE'] not passed to snaphu-py" in caplog.text

@@ -6,6 +6,12 @@ lon/lat WKT polygon, ``ContentDate/Start`` bounds and the optional
 ``orbitDirection`` / ``relativeOrbitNumber`` attributes); pages are followed
 through ``@odata.nextLink``. Each product comes back as a :class:`Product`
 with the percentage of the area its footprint covers.
+
+Every request (each search page, each product lookup) is retried on HTTP 5xx,
+429, timeouts and dropped connections with the downloads' retry policy
+(:class:`data_prep.acquire.transfer.RetryPolicy`, ``transfer.*`` in
+``conf/acquire.yaml``), honouring ``Retry-After``; a failing page is retried by
+itself, the pages already read are kept.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from data_prep.acquire.transfer import RetriesExhausted, RetryPolicy, TransientError, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -207,28 +215,48 @@ def parse_product(item: dict, aoi=None) -> Product:
 
 # --- requests ---------------------------------------------------------------------------------------------------
 
-def _get_json(session: requests.Session, url: str, params: dict | None, timeout_s: float) -> dict:
+class TransientCatalogueError(TransientError):
+    """A catalogue answer worth asking again for (5xx, 429, timeout, dropped connection)."""
+
+
+def _get_json_once(session: requests.Session, url: str, params: dict | None, timeout_s: float) -> dict:
     try:
         response = session.get(url, params=params, timeout=timeout_s)
+        text = response.text  # read the whole body here: a connection dropped midway is transient too
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+        raise TransientCatalogueError(f"catalogue {url}: request failed ({type(exc).__name__})") from None
     except requests.RequestException as exc:
-        raise CatalogueError(f"catalogue {url}: request failed ({type(exc).__name__})") from None
-    if response.status_code != 200:
-        raise CatalogueError(f"catalogue {response.url}: HTTP {response.status_code}: {response.text[:300]}")
+        raise CatalogueError(f"catalogue {url}: request failed ({type(exc).__name__}: {exc})") from None
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise TransientCatalogueError(f"catalogue {response.url}: HTTP {status}", retry_after_seconds(response))
+    if status != 200:
+        raise CatalogueError(f"catalogue {response.url}: HTTP {status}: {text[:300]}")
     try:
         return response.json()
     except ValueError:
-        raise CatalogueError(f"catalogue {response.url}: answer is not JSON: {response.text[:200]!r}") from None
+        raise CatalogueError(f"catalogue {response.url}: answer is not JSON: {text[:200]!r}") from None
+
+
+def _get_json(session: requests.Session, url: str, params: dict | None, timeout_s: float,
+              retry: RetryPolicy | None = None) -> dict:
+    """One catalogue GET as JSON, retried under ``retry`` (default :class:`RetryPolicy`); CatalogueError on failure."""
+    policy = retry if retry is not None else RetryPolicy()
+    try:
+        return policy.call("", lambda: _get_json_once(session, url, params, timeout_s), (TransientCatalogueError,))
+    except RetriesExhausted as exc:
+        raise CatalogueError(str(exc)) from None
 
 
 def iter_pages(session: requests.Session, odata_url: str, odata_filter: str, *, page_size: int = 100,
-               timeout_s: float = 60.0, max_pages: int = 1000) -> Iterator[dict]:
+               timeout_s: float = 60.0, max_pages: int = 1000, retry: RetryPolicy | None = None) -> Iterator[dict]:
     """Every product entry of the search, following ``@odata.nextLink`` until the last page."""
     url = f"{odata_url.rstrip('/')}/Products"
     params: dict | None = {"$filter": odata_filter, "$orderby": "ContentDate/Start asc", "$top": str(page_size),
                            "$expand": "Attributes", "$count": "True"}
     seen: set[str] = set()
     for page in range(max_pages):
-        body = _get_json(session, url, params, timeout_s)
+        body = _get_json(session, url, params, timeout_s, retry)
         if "value" not in body or not isinstance(body["value"], list):
             raise CatalogueError(f"catalogue {url}: answer has no 'value' list (keys: {sorted(body)})")
         if page == 0 and "@odata.count" in body:
@@ -247,32 +275,34 @@ def iter_pages(session: requests.Session, odata_url: str, odata_filter: str, *, 
 def search_products(session: requests.Session, odata_url: str, aoi, first_day: date, last_day: date, *,
                     collection: str = "SENTINEL-1", product_type: str | None = "IW_SLC__1S",
                     orbit_direction: str | None = None, relative_orbit: int | None = None,
-                    page_size: int = 100, timeout_s: float = 60.0) -> list[Product]:
+                    page_size: int = 100, timeout_s: float = 60.0, retry: RetryPolicy | None = None) -> list[Product]:
     """Products over ``aoi`` acquired in [first_day, last_day], oldest first, each with its coverage of the area."""
     odata_filter = build_filter(aoi, first_day, last_day, collection=collection, product_type=product_type,
                                 orbit_direction=orbit_direction, relative_orbit=relative_orbit)
     log.debug("catalogue filter: %s", odata_filter)
     products = [parse_product(item, aoi) for item in
-                iter_pages(session, odata_url, odata_filter, page_size=page_size, timeout_s=timeout_s)]
+                iter_pages(session, odata_url, odata_filter, page_size=page_size, timeout_s=timeout_s, retry=retry)]
     return sorted(products, key=lambda p: (p.start, p.name))
 
 
 def product_types_present(session: requests.Session, odata_url: str, aoi, first_day: date, last_day: date, *,
-                          collection: str = "SENTINEL-1", page_size: int = 100, timeout_s: float = 60.0) -> list[str]:
+                          collection: str = "SENTINEL-1", page_size: int = 100, timeout_s: float = 60.0,
+                          retry: RetryPolicy | None = None) -> list[str]:
     """The product types of every product over the area in the window (to explain an empty SLC search)."""
     odata_filter = build_filter(aoi, first_day, last_day, collection=collection, product_type=None)
     types = set()
-    for item in iter_pages(session, odata_url, odata_filter, page_size=page_size, timeout_s=timeout_s):
+    for item in iter_pages(session, odata_url, odata_filter, page_size=page_size, timeout_s=timeout_s, retry=retry):
         for attribute in item.get("Attributes") or []:
             if attribute.get("Name") == "productType":
                 types.add(str(attribute.get("Value")))
     return sorted(types)
 
 
-def product_by_id(session: requests.Session, odata_url: str, product_id: str, timeout_s: float = 60.0) -> Product:
+def product_by_id(session: requests.Session, odata_url: str, product_id: str, timeout_s: float = 60.0,
+                  retry: RetryPolicy | None = None) -> Product:
     """One product's catalogue entry (for a ``pair.json`` that lacks the checksum or size)."""
     url = f"{odata_url.rstrip('/')}/Products({product_id})"
-    return parse_product(_get_json(session, url, {"$expand": "Attributes"}, timeout_s))
+    return parse_product(_get_json(session, url, {"$expand": "Attributes"}, timeout_s, retry))
 
 
 def format_table(products: list[Product]) -> str:

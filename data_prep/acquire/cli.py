@@ -24,6 +24,7 @@ from data_prep.acquire.auth import (
     CredentialsError,
     RedactingFilter,
     TokenSource,
+    TransientAuthError,
     find_credentials,
     how_to_provide,
 )
@@ -51,6 +52,7 @@ from data_prep.acquire.transfer import (
     DiskSpaceError,
     DownloadError,
     ProductFile,
+    RetriesExhausted,
     TransferSettings,
     download_products,
 )
@@ -113,18 +115,25 @@ def resolve_event(cfg: DictConfig) -> EventWindow:
     return EventWindow(name, start, end)
 
 
-def _explain_empty(session, cfg: DictConfig, aoi, first: date, last: date) -> str:
+def transfer_settings(cfg: DictConfig) -> TransferSettings:
+    """The run's transfer settings; their ``retry`` policy serves the catalogue requests and the downloads."""
+    return TransferSettings(download_url=cfg.catalogue.download_url, **OmegaConf.to_container(cfg.transfer))
+
+
+def _explain_empty(session, cfg: DictConfig, aoi, first: date, last: date, settings: TransferSettings) -> str:
     types = product_types_present(session, cfg.catalogue.odata_url, aoi, first, last,
                                   collection=cfg.search.collection, page_size=cfg.search.page_size,
-                                  timeout_s=cfg.search.timeout_s)
+                                  timeout_s=cfg.search.timeout_s, retry=settings.retry)
     wanted = cfg.search.product_type
     if types:
         return f"only {', '.join(types)} products over the area between {first} and {last}, no {wanted}"
     return f"no {cfg.search.collection} product intersects the area between {first} and {last}"
 
 
-def search_and_choose(cfg: DictConfig, session: requests.Session) -> tuple[Path, dict]:
+def search_and_choose(cfg: DictConfig, session: requests.Session,
+                      settings: TransferSettings | None = None) -> tuple[Path, dict]:
     """Search, print the candidate table, choose the pair and write ``pair.json``; its folder and content."""
+    settings = settings or transfer_settings(cfg)
     event = resolve_event(cfg)
     if cfg.aoi is None:
         raise UsageError("aoi is required: a WKT polygon (lon lat) or a GeoJSON/Shapefile path")
@@ -133,12 +142,13 @@ def search_and_choose(cfg: DictConfig, session: requests.Session) -> tuple[Path,
     products: list[Product] = search_products(
         session, cfg.catalogue.odata_url, aoi, first, last, collection=cfg.search.collection,
         product_type=cfg.search.product_type, orbit_direction=cfg.orbit_direction,
-        relative_orbit=cfg.relative_orbit, page_size=cfg.search.page_size, timeout_s=cfg.search.timeout_s)
+        relative_orbit=cfg.relative_orbit, page_size=cfg.search.page_size, timeout_s=cfg.search.timeout_s,
+        retry=settings.retry)
     print(f"{len(products)} {cfg.search.product_type} candidate(s) for {event.name} "
           f"(event {event.start} .. {event.end}, window {first} .. {last}):")
     print(format_table(products))
     if not products:
-        raise NoPairError(event.name, [_explain_empty(session, cfg, aoi, first, last)])
+        raise NoPairError(event.name, [_explain_empty(session, cfg, aoi, first, last, settings)])
     options = select_pair(products, event.name, event.start, event.end, min_coverage_pct=cfg.selection.min_coverage_pct,
                           post_on_event_end=cfg.selection.post_on_event_end, product_type=cfg.search.product_type)
     search = {"window": [first.isoformat(), last.isoformat()], "product_type": cfg.search.product_type,
@@ -155,15 +165,18 @@ def search_and_choose(cfg: DictConfig, session: requests.Session) -> tuple[Path,
     return event_dir, record
 
 
-def _product_file(entry: dict, session, cfg: DictConfig) -> ProductFile:
+def _product_file(entry: dict, session, cfg: DictConfig, settings: TransferSettings) -> ProductFile:
     size, md5 = entry.get("size_bytes"), entry.get("md5")
     if not size or not md5:
-        fresh = product_by_id(session, cfg.catalogue.odata_url, entry["id"], timeout_s=cfg.search.timeout_s)
+        fresh = product_by_id(session, cfg.catalogue.odata_url, entry["id"], timeout_s=cfg.search.timeout_s,
+                              retry=settings.retry)
         size, md5 = fresh.size_bytes, fresh.md5
     return ProductFile(id=str(entry["id"]), name=str(entry["name"]), size_bytes=int(size or 0), md5=str(md5 or ""))
 
 
-def download_pair(cfg: DictConfig, session: requests.Session, event_dir: Path, record: dict) -> int:
+def download_pair(cfg: DictConfig, session: requests.Session, event_dir: Path, record: dict,
+                  settings: TransferSettings | None = None) -> int:
+    settings = settings or transfer_settings(cfg)
     credentials = find_credentials(cfg.catalogue.token_url, cfg.credentials.netrc)
     if credentials is None:
         log.warning("no CDSE credentials, so nothing was downloaded: %s; then run\n  python -m data_prep.acquire pair=%s",
@@ -174,8 +187,7 @@ def download_pair(cfg: DictConfig, session: requests.Session, event_dir: Path, r
     redact = RedactingFilter(tokens)
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)
-    products = [_product_file(record[role], session, cfg) for role in ("pre", "post")]
-    settings = TransferSettings(download_url=cfg.catalogue.download_url, **OmegaConf.to_container(cfg.transfer))
+    products = [_product_file(record[role], session, cfg, settings) for role in ("pre", "post")]
     extra = sum(p.size_bytes for p in products) if cfg.unpack else 0  # SAFE zips are barely compressed
     paths = download_products(products, event_dir, tokens, settings, progress=cfg.progress,
                               extra_space_bytes=extra, session=session)
@@ -184,8 +196,10 @@ def download_pair(cfg: DictConfig, session: requests.Session, event_dir: Path, r
         if cfg.unpack:
             print(f"unpacked {extract_safe(path, event_dir)}")
     if cfg.orbits.fetch:
+        # The downloads may have outlasted the token (CDSE's live 10 minutes): hand sentineleof a fresh one.
+        fresh = settings.retry.call("token service", lambda: tokens.renew(tokens.token()), (TransientAuthError,))
         for path in fetch_orbits([p.name for p in products], cfg.orbits.snap_auxdata_dir,
-                                 orbit_type=cfg.orbits.type, access_token=tokens.token()):
+                                 orbit_type=cfg.orbits.type, access_token=fresh):
             print(f"orbit file {path}")
     return 0
 
@@ -195,21 +209,25 @@ def run(cfg: DictConfig) -> int:
     session = requests.Session()
     session.headers["User-Agent"] = "insarslide-acquire"
     try:
+        settings = transfer_settings(cfg)
         if cfg.pair:
             record = read_pair(cfg.pair)
             event_dir = Path(cfg.pair).expanduser().resolve().parent
         else:
-            event_dir, record = search_and_choose(cfg, session)
+            event_dir, record = search_and_choose(cfg, session, settings)
         if not cfg.download:
             print("download=false: stopping after pair.json")
             return 0
-        return download_pair(cfg, session, event_dir, record)
+        return download_pair(cfg, session, event_dir, record, settings)
     except (UsageError, AoiError, PairFileError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     except (NoPairError, CatalogueError, CredentialsError, DownloadError, DiskSpaceError, SafeArchiveError,
-            OrbitError, ValueError) as exc:
+            OrbitError, RetriesExhausted, ValueError) as exc:
         log.error("%s", exc)
+        return EXIT_FAILED
+    except requests.RequestException as exc:  # an HTTP failure no step above turned into its own message
+        log.error("HTTP failure: %s", (str(exc).splitlines() or [type(exc).__name__])[0])
         return EXIT_FAILED
 
 

@@ -19,6 +19,8 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import requests
+
 from insarslide.atomic import temporary_sibling
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,13 @@ def fetch_orbits(product_names: list[str], auxdata_dir: str | os.PathLike, *, or
             continue
         mission, start, stop = product_mission_and_times(name)
         with tempfile.TemporaryDirectory(prefix="orbits.") as scratch:
-            files = download_eofs(orbit_dts=[start], missions=[mission], save_dir=scratch, orbit_type=orbit_type,
-                                  cdse_access_token=access_token)
+            try:
+                files = download_eofs(orbit_dts=[start], missions=[mission], save_dir=scratch,
+                                      orbit_type=orbit_type, cdse_access_token=access_token)
+            except requests.RequestException as exc:
+                first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise OrbitError(f"{name}: orbit file download failed ({type(exc).__name__}: {first_line}); "
+                                 "rerun with orbits.fetch=true to try again, or let SNAP fetch it") from None
             matching = [Path(f) for f in files if EOF_NAME.match(Path(f).name)
                         and eof_validity(Path(f).name)[2] <= start and stop <= eof_validity(Path(f).name)[3]]
             if not matching:

@@ -3,7 +3,9 @@
 Each product streams to ``.<name>.zip.part`` beside its final name. A dropped
 connection resumes from the bytes already on disk with an HTTP ``Range``
 request; 5xx, 429, timeouts and connection errors are retried with
-exponential backoff (tenacity); an HTTP 401 renews the token and tries again.
+exponential backoff (:class:`RetryPolicy`, tenacity; a ``Retry-After`` answer is
+honoured); an HTTP 401 renews the token and tries again. The catalogue
+requests use the same policy object.
 The finished file must have the catalogue's size and MD5 and be a complete
 SAFE zip (:func:`data_prep.acquire.safe.check_safe_zip`) before it is renamed
 to ``<name>.zip``; a corrupted download is deleted and fetched again. A rerun
@@ -20,15 +22,14 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from functools import cached_property
 from pathlib import Path
+from typing import TypeVar
 
 import requests
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from data_prep.acquire.auth import TokenSource, TransientAuthError
 from data_prep.acquire.safe import check_safe_zip
@@ -38,8 +39,97 @@ log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
 
 
-class TransientDownloadError(RuntimeError):
+T = TypeVar("T")
+
+
+class TransientError(RuntimeError):
+    """A failure worth retrying (5xx, 429, dropped connection, timeout); ``retry_after_s`` is the server's wish."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class TransientDownloadError(TransientError):
     """A failure worth retrying: server error, dropped connection, timeout, checksum mismatch."""
+
+
+class RetriesExhausted(RuntimeError):
+    """A :class:`RetryPolicy` gave up; the message names the last failure, the attempts and the time spent."""
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (delay-seconds or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff, for downloads and catalogue requests alike.
+
+    Attempt n waits ``backoff_s * 2**(n-1)`` seconds (at most ``backoff_max_s``) before the next, or the server's
+    ``Retry-After`` when it gave one. It gives up after ``max_attempts`` tries, or as soon as the next wait would end
+    more than ``max_total_s`` seconds after the first try.
+    """
+
+    max_attempts: int = 8
+    backoff_s: float = 2.0
+    backoff_max_s: float = 120.0
+    max_total_s: float = 900.0
+
+    def wait_s(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        server_wish = getattr(error, "retry_after_s", None)
+        if server_wish is not None:
+            return float(server_wish)
+        return float(wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s)(state))
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.max_attempts:
+            return True
+        return state.seconds_since_start + self.wait_s(state) > self.max_total_s
+
+    def call(self, what: str, function: Callable[[], T], transient: tuple[type[BaseException], ...]) -> T:
+        """``function()``, retried on ``transient`` errors; :class:`RetriesExhausted` (one line) when it gives up.
+
+        ``what`` prefixes the message (empty when the error names its subject already).
+        """
+        def announce(state: RetryCallState) -> None:
+            log.warning("%s (attempt %d of %d); retrying in %.0f s", state.outcome.exception(), state.attempt_number,
+                        self.max_attempts, self.wait_s(state))
+
+        retrying = Retrying(stop=self._stop, wait=self.wait_s, retry=retry_if_exception_type(transient), reraise=True,
+                            before_sleep=announce)
+        started = datetime.now(timezone.utc)
+        attempts = 0
+        try:
+            for attempt in retrying:
+                attempts = attempt.retry_state.attempt_number
+                with attempt:
+                    return function()
+        except transient as exc:
+            spent = (datetime.now(timezone.utc) - started).total_seconds()
+            wish = getattr(exc, "retry_after_s", None)
+            why = (f"the server asked to wait {wish:.0f} s more" if wish is not None and attempts < self.max_attempts
+                   else f"limits: {self.max_attempts} attempts, {self.max_total_s:g} s")
+            plural = "s" if attempts != 1 else ""
+            raise RetriesExhausted(f"{what + ': ' if what else ''}{exc} (gave up after {attempts} attempt{plural} in "
+                                   f"{spent:.0f} s; {why}; rerun later)") from None
+        raise AssertionError("unreachable: tenacity neither returned nor raised")  # pragma: no cover
 
 
 class DownloadError(RuntimeError):
@@ -57,10 +147,16 @@ class TransferSettings:
     max_attempts: int = 8
     backoff_s: float = 2.0
     backoff_max_s: float = 120.0
+    max_total_s: float = 900.0
     timeout_s: float = 60.0
     chunk_mb: float = 1.0
     free_space_margin_gb: float = 2.0
     verify_existing: bool = True
+
+    @cached_property
+    def retry(self) -> RetryPolicy:
+        """The one retry policy of a run (downloads and catalogue requests share it)."""
+        return RetryPolicy(self.max_attempts, self.backoff_s, self.backoff_max_s, self.max_total_s)
 
 
 @dataclass(frozen=True)
@@ -169,7 +265,8 @@ class _Download:
             if status == 416:  # the range starts at or past the end: the part may already be complete
                 return
             if status == 429 or status >= 500:
-                raise TransientDownloadError(f"{self.product.name}: HTTP {status} from {self.url}")
+                raise TransientDownloadError(f"{self.product.name}: HTTP {status} from {self.url}",
+                                             retry_after_seconds(response))
             if status not in (200, 206):
                 raise DownloadError(f"{self.product.name}: HTTP {status} from {self.url}: {response.text[:200]}")
             if status == 200 and offset:
@@ -220,20 +317,10 @@ class _Download:
             log.warning("%s: present but its MD5 or size differs from the catalogue's; downloading again",
                         self.final.name)
             self.final.unlink()
-        retrying = Retrying(
-            stop=stop_after_attempt(self.settings.max_attempts),
-            wait=wait_exponential(multiplier=self.settings.backoff_s, max=self.settings.backoff_max_s),
-            retry=retry_if_exception_type((TransientDownloadError, TransientAuthError)),
-            before_sleep=lambda state: log.warning("%s (attempt %d of %d); retrying", state.outcome.exception(),
-                                                   state.attempt_number, self.settings.max_attempts),
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
-                with attempt:
-                    self.attempt()
-        except (TransientDownloadError, TransientAuthError) as exc:
-            raise DownloadError(f"{exc} (gave up after {self.settings.max_attempts} attempts; rerun to resume)") from None
+            self.settings.retry.call("", self.attempt, (TransientDownloadError, TransientAuthError))
+        except RetriesExhausted as exc:
+            raise DownloadError(f"{exc}; a rerun resumes the partial file") from None
         return self.final
 
 

@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping
 from data_prep.snap import graph as graphs
 from data_prep.snap.convert import export_to_scene
 from data_prep.snap.manifest import MANIFEST_NAME, Manifest
-from data_prep.snap.runners import Runner, make_runner
+from data_prep.snap.operators import NEWEST_CHECKED, SUPPORTED_VERSIONS, GraphError, check_supported, parse_version
+from data_prep.snap.runners import Runner, SnapError, make_runner
 from data_prep.snap.snaphu_folder import find_export_folder, read_conf, unwrap_export_folder
 
 log = logging.getLogger(__name__)
@@ -130,11 +131,39 @@ class EventChain:
                                       snap.get("cache"), snap.get("timeout_s"))
         return self.runner
 
+    def snap_version(self) -> tuple[int, int, int]:
+        """The installed SNAP's version: ``snap_version`` from config, else what the runner reports."""
+        configured = self.cfg.get("snap_version")
+        if configured not in (None, ""):
+            text, source = str(configured), f"snap_version={configured!r}"
+        else:
+            runner = self._runner()
+            text = runner.snap_version()
+            if text is None:
+                raise SnapError(f"cannot tell the SNAP version ({runner.name}: {runner.version()}); set "
+                                "snap_version=<the installed SNAP's version, e.g. 13.0.4> (conf/process.yaml); "
+                                f"supported: {SUPPORTED_VERSIONS}")
+            source = f"{runner.name}"
+        try:
+            version = parse_version(text)
+        except ValueError:
+            raise GraphError(f"{source}: not a SNAP version like 13.0.4") from None
+        check_supported(version)
+        if version > NEWEST_CHECKED:
+            log.warning("SNAP %s is newer than the versions the operator table was checked against (%s); "
+                        "parameters are written as for the newest", text, SUPPORTED_VERSIONS)
+        log.info("SNAP version %s (from %s)", ".".join(map(str, version)), source)
+        return version
+
     def run(self, pre: Path, post: Path) -> Path:
         for name, path in (("pre", pre), ("post", post)):
             if not Path(path).exists():
                 raise FileNotFoundError(f"{name}={path}: no such SLC product (a Sentinel-1 IW SLC .zip or .SAFE)")
+        # Only what the installed SNAP understands goes into the graphs; the rest is refused before any step.
+        version = self.snap_version()
+        self.params = graphs.parameters_for_version(self.params, version)
         self.manifest.record_inputs({"pre": Path(pre), "post": Path(post)})
+        self.manifest.data["versions"]["snap_release"] = ".".join(map(str, version))
         self.manifest.data["parameters"] = {"graph": self.params, "multilook": self.cfg["multilook"],
                                             "runner": self.cfg["runner"], "disk": self.cfg["disk"]}
         self.manifest.save()

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from data_prep.snap.operators import MULTI_SOURCE, OPERATORS, GraphError, check_parameters, xml_value
+from data_prep.snap.operators import MULTI_SOURCE, OPERATORS, GraphError, check_parameters, for_version, xml_value
 
-S1_SLANT_RANGE_SPACING_M = 2.329562  # IW SLC (SENTINEL1_SNAP_FACTS.md)
+S1_SLANT_RANGE_SPACING_M = 2.329562  # IW SLC (docs/processing.md, "SNAP facts the code relies on")
 
 # Operators whose parameters come from config (conf/process.yaml, section ``graph``); Read and Write
 # get their files from the chain.
@@ -117,6 +117,12 @@ def resolve_parameters(graph_cfg: Mapping[str, Mapping[str, Any]], multilook_cfg
     return params
 
 
+def parameters_for_version(params: Mapping[str, Mapping[str, Any]], version: tuple[int, int, int]
+                           ) -> dict[str, dict[str, Any]]:
+    """Resolved parameters as SNAP ``version`` takes them (:func:`data_prep.snap.operators.for_version`)."""
+    return {alias: for_version(alias, values, version, where="conf graph." + alias) for alias, values in params.items()}
+
+
 def _placeholders(alias: str) -> dict[str, str]:
     """Parameters the chain fills in itself (files, folders), so config checks do not ask for them."""
     return {"targetFolder": "<chain>"} if alias == "SnaphuExport" else {}
@@ -177,4 +183,4 @@ def _source_order(element: ET.Element) -> int:
 
 
 __all__ = ["Graph", "Node", "OPERATORS", "geocode_graph", "interferogram_graph", "parse_graph_xml", "range_looks",
-           "resolve_parameters", "snaphu_export_graph"]
+           "parameters_for_version", "resolve_parameters", "snaphu_export_graph"]

@@ -3,13 +3,21 @@
 Through esa_snappy's parameter map SNAP ignores an unknown parameter name
 silently (the default stays in force), so every node of every graph is checked
 against :data:`OPERATORS` first. Names and defaults are those of SNAP's operator
-sources (microwave-toolbox 14, compared with 13; SENTINEL1_SNAP_FACTS.md).
-:data:`ALWAYS_EXPLICIT` lists the parameters whose default changed between SNAP
-versions: the chain refuses to leave them to SNAP.
+sources (microwave-toolbox tags 12.0.0, 13.0.0, 13.0.4 and 14.0.0; docs/processing.md,
+"SNAP facts the code relies on"). :data:`ALWAYS_EXPLICIT` lists the parameters whose
+default changed between SNAP versions: the chain refuses to leave them to SNAP.
+
+:data:`INTRODUCED` names the SNAP version that added each parameter newer than
+the oldest supported version; ``gpt`` refuses a graph element it does not know,
+so :func:`for_version` writes only what the installed version understands: a
+newer parameter whose value is what older versions do anyway
+(:func:`older_behaviour`) is left out, any other value is refused naming the
+version that introduced it.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 # operator alias -> {parameter name: SNAP's default (None: no default / required)}
@@ -59,12 +67,33 @@ OPERATORS: dict[str, dict[str, Any]] = {
 }
 
 # Defaults that differ between SNAP versions (DEM: SRTM 3Sec -> Copernicus 30m between 12 and 13;
-# Goldstein's adaptive alpha added and on by default in 14): always written.
+# Goldstein's adaptive alpha added and on by default in 14): always written (where the version has them).
 ALWAYS_EXPLICIT: dict[str, tuple[str, ...]] = {
     "Back-Geocoding": ("demName",),
     "Interferogram": ("demName",),
     "Terrain-Correction": ("demName",),
     "GoldsteinPhaseFiltering": ("useAdaptiveAlpha", "alpha"),
+}
+
+# SNAP versions the operator table was checked against (microwave-toolbox tags 12.0.0 .. 14.0.0).
+OLDEST_SUPPORTED = (12, 0, 0)
+NEWEST_CHECKED = (14, 0, 0)
+SUPPORTED_VERSIONS = "12.0.0 to 14.0.0"
+
+# Parameters newer than SNAP 12.0.0 -> the version that introduced them (``@Parameter`` fields of the operator
+# sources at each microwave-toolbox tag; docs/processing.md lists the source paths).
+INTRODUCED: dict[str, dict[str, str]] = {
+    "TOPSAR-Split": {"enableSingleSwathMode": "13.0.1"},
+    "Interferogram": {"cohWinSizeMeters": "14.0.0", "subtractResidualRamp": "14.0.0"},
+    "GoldsteinPhaseFiltering": {"useAdaptiveAlpha": "14.0.0", "alphaMin": "14.0.0", "alphaMax": "14.0.0",
+                                "fftSizeMeters": "14.0.0"},
+    "Terrain-Correction": {"applyAPDCorrection": "14.0.0"},
+}
+
+# Where a new parameter's default is not what the versions before it did: the value reproducing the older
+# behaviour (Goldstein before 14 always used the fixed ``alpha``). Elsewhere SNAP's default is that value.
+OLDER_BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "GoldsteinPhaseFiltering": {"useAdaptiveAlpha": False},
 }
 
 # Parameters without which the operator cannot run.
@@ -83,8 +112,69 @@ class GraphError(ValueError):
     """A graph names an operator or parameter SNAP does not know, or leaves a required one out."""
 
 
-def check_parameters(operator: str, parameters: Mapping[str, Any], where: str = "") -> None:
-    """Refuse an unknown operator, an unknown parameter name, or a missing required/explicit one."""
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``(major, minor, patch)`` from a version string or a line holding one (``SNAP Release version 13.0.4``)."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+    if match is None:
+        raise ValueError(f"no version number (like 13.0.4) in {text!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _dotted(version: tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def check_supported(version: tuple[int, int, int]) -> None:
+    if version < OLDEST_SUPPORTED:
+        raise GraphError(f"SNAP {_dotted(version)} is older than the chain supports ({SUPPORTED_VERSIONS}): its "
+                         "operator parameters were not checked; install SNAP 12 or newer")
+
+
+def available(operator: str, name: str, version: tuple[int, int, int] | None) -> bool:
+    """Whether SNAP ``version`` (None: the newest checked) knows ``operator``'s parameter ``name``."""
+    introduced = INTRODUCED.get(operator, {}).get(name)
+    return version is None or introduced is None or version >= parse_version(introduced)
+
+
+def older_behaviour(operator: str, name: str) -> Any:
+    """The value of a newer parameter that does what SNAP did before it existed."""
+    return OLDER_BEHAVIOUR.get(operator, {}).get(name, OPERATORS[operator][name])
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b or str(a).lower() == str(b).lower()
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
+
+
+def for_version(operator: str, parameters: Mapping[str, Any], version: tuple[int, int, int],
+                where: str = "") -> dict[str, Any]:
+    """``parameters`` as SNAP ``version`` can take them: newer ones at their older-behaviour value left out;
+    a newer one set to anything else refused, naming the version that introduced it."""
+    place = f" ({where})" if where else ""
+    kept = {}
+    for name, value in parameters.items():
+        if available(operator, name, version):
+            kept[name] = value
+        elif value is not None and not _same(value, older_behaviour(operator, name)):
+            raise GraphError(f"{operator}{place}: parameter '{name}' = {xml_value(value)} needs SNAP "
+                             f"{INTRODUCED[operator][name]} or newer (installed: {_dotted(version)}); "
+                             f"remove it or set it to {xml_value(older_behaviour(operator, name))}, which is what "
+                             "older versions do")
+    check_parameters(operator, kept, where, version, required=False)  # the chain fills in files and folders
+    return kept
+
+
+def check_parameters(operator: str, parameters: Mapping[str, Any], where: str = "",
+                     version: tuple[int, int, int] | None = OLDEST_SUPPORTED, required: bool = True) -> None:
+    """Refuse an unknown operator, an unknown parameter name, or a missing required/explicit one.
+
+    An explicit parameter is asked for only where SNAP ``version`` has it (default: the oldest supported, so
+    every version's; :func:`for_version` asks again for the installed one; None: the newest checked).
+    """
     place = f" ({where})" if where else ""
     if operator not in OPERATORS:
         raise GraphError(f"unknown SNAP operator '{operator}'{place}; known: {sorted(OPERATORS)}")
@@ -93,7 +183,8 @@ def check_parameters(operator: str, parameters: Mapping[str, Any], where: str = 
     if unknown:
         raise GraphError(f"{operator}{place}: unknown parameter(s) {unknown} (SNAP would ignore them silently); "
                          f"{operator} takes {sorted(known)}")
-    for name in REQUIRED.get(operator, ()) + ALWAYS_EXPLICIT.get(operator, ()):
+    explicit = tuple(n for n in ALWAYS_EXPLICIT.get(operator, ()) if available(operator, n, version))
+    for name in (REQUIRED.get(operator, ()) if required else ()) + explicit:
         if parameters.get(name) in (None, ""):
             why = "required" if name in REQUIRED.get(operator, ()) else "its default differs between SNAP versions"
             raise GraphError(f"{operator}{place}: parameter '{name}' must be set ({why})")

@@ -34,6 +34,8 @@ class Runner(Protocol):
 
     def version(self) -> str: ...
 
+    def snap_version(self) -> str | None: ...
+
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     text = path.read_text(errors="replace").splitlines() if path.is_file() else []
@@ -69,6 +71,7 @@ class GptRunner:
                  timeout_s: float | None = None):
         self.gpt = find_gpt(gpt)
         self.threads, self.cache, self.timeout_s = threads, cache, timeout_s
+        self._diag: str | None = None  # gpt --diag's version line, asked once (gpt starts a JVM)
 
     def command(self, graph_file: Path) -> list[str]:
         command = [self.gpt, str(graph_file)]
@@ -98,6 +101,11 @@ class GptRunner:
 
     def version(self) -> str:
         """SNAP's version as ``gpt --diag`` prints it (first line naming a version)."""
+        if self._diag is None:
+            self._diag = self._ask_version()
+        return self._diag
+
+    def _ask_version(self) -> str:
         try:
             done = subprocess.run([self.gpt, "--diag"], capture_output=True, text=True, timeout=120)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -106,6 +114,11 @@ class GptRunner:
             if re.search(r"version", line, re.IGNORECASE) and re.search(r"\d+\.\d+", line):
                 return line.strip()
         return "unknown (gpt --diag printed no version)"
+
+    def snap_version(self) -> str | None:
+        """SNAP's release (``SNAP Release version 13.0.4`` in ``gpt --diag``); None when gpt does not say."""
+        match = re.search(r"SNAP Release version\s+(\d+\.\d+(?:\.\d+)?)", self.version(), re.IGNORECASE)
+        return match.group(1) if match else None
 
 
 def import_snappy() -> Any:
@@ -165,6 +178,13 @@ class SnappyRunner:
             return f"esa-snappy {version('esa-snappy')}"
         except PackageNotFoundError:
             return "esa_snappy (version unknown)"
+
+    def snap_version(self) -> str | None:
+        """SNAP's release as the engine reports it (``SystemUtils.getReleaseVersion``); None when it cannot."""
+        try:
+            return str(self.snappy.jpy.get_type("org.esa.snap.core.util.SystemUtils").getReleaseVersion())
+        except Exception:  # an older esa_snappy, or a stub without jpy
+            return None
 
 
 def make_runner(runner: str, gpt: str | None = None, threads: int | None = None, cache: str | None = None,

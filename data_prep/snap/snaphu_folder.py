@@ -5,9 +5,15 @@ SnaphuExport writes ``<targetFolder>/<productName>/`` with the wrapped phase
 a pre-written ``UnwPhase_ifg*.snaphu.hdr`` and ``snaphu.conf`` whose 7th line
 is the command (``snaphu -f snaphu.conf <phase file> <width>``), run in that
 folder. :func:`unwrap_export_folder` reads the conf (cost mode, initialisation,
-NCORRLOOKS, tiles, overlaps, processes), unwraps with
+NCORRLOOKS, tiles, overlaps, processes, tile cost threshold), unwraps with
 :func:`data_prep.dinsar.unwrap` (the function the simulator uses on arrays)
 and writes the ``OUTFILE`` in the layout of its pre-written header, atomically.
+
+Every keyword of the conf is accounted for (:data:`PASSED_ON`, :data:`CHECKED`,
+:data:`NOT_USED`): passed to snaphu-py, checked against what this reader does,
+or one SNAPHU itself reads only for what snaphu-py cannot do (the TOPO cost
+model) or for its own console and log, which is said in the log. Any other
+keyword is refused by name, never dropped.
 """
 
 from __future__ import annotations
@@ -28,6 +34,25 @@ log = logging.getLogger(__name__)
 ENVI_DTYPES = {4: "f4", 5: "f8", 6: "c8", 2: "i2", 3: "i4", 1: "u1"}
 CONF_NAME = "snaphu.conf"
 
+# snaphu.conf keyword -> the snaphu.unwrap argument (via data_prep.dinsar.unwrap) that receives it.
+PASSED_ON = {"STATCOSTMODE": "cost", "INITMETHOD": "init", "NCORRLOOKS": "nlooks", "NTILEROW": "ntiles",
+             "NTILECOL": "ntiles", "ROWOVRLP": "tile_overlap", "COLOVRLP": "tile_overlap", "NPROC": "nproc",
+             "TILECOSTTHRESH": "tile_cost_thresh", "CORRFILE": "corr (read from this file)",
+             "OUTFILE": "the unwrapped phase (written to this file)"}
+# Keywords whose value must be what this reader does.
+CHECKED = {"INFILEFORMAT": "FLOAT_DATA", "CORRFILEFORMAT": "FLOAT_DATA", "OUTFILEFORMAT": "FLOAT_DATA"}
+# Keywords SNAPHU reads only for the TOPO cost model (refused: snaphu-py has only DEFO and SMOOTH) or to derive
+# NCORRLOOKS when it is absent (SnaphuExport writes it), or for its own console and log file.
+NOT_USED = {
+    **dict.fromkeys(("TRANSMITMODE", "ORBITRADIUS", "EARTHRADIUS", "LAMBDA", "BASELINE", "BASELINEANGLE_RAD",
+                     "NEARRANGE", "DR", "DA", "RANGERES", "AZRES"),
+                    "imaging geometry: SNAPHU uses it only in the TOPO cost model and to derive NCORRLOOKS, "
+                    "which the conf gives"),
+    "VERBOSE": "SNAPHU's console output (quiet here; errors are still raised)",
+    "LOGFILE": "SNAPHU's log file (snaphu-py runs SNAPHU in a scratch folder; progress goes to this log)",
+}
+COST_MODES = ("defo", "smooth")  # what snaphu-py's unwrap accepts
+
 
 class SnaphuFolderError(ValueError):
     """A SnaphuExport folder is incomplete or inconsistent; the message names the file."""
@@ -46,6 +71,8 @@ class SnaphuJob:
     ntiles: tuple[int, int] = (1, 1)
     overlap: tuple[int, int] = (0, 0)
     nproc: int = 1
+    tile_cost_thresh: int = 500  # SNAPHU's default, and SnaphuExport's
+    not_used: tuple[str, ...] = ()  # keywords present that snaphu-py does not need (see NOT_USED)
 
 
 def find_export_folder(target_folder: str | os.PathLike) -> Path:
@@ -77,25 +104,38 @@ def read_conf(folder: str | os.PathLike) -> SnaphuJob:
         fields = line.split()
         if len(fields) >= 2 and fields[0][0].isalnum():
             keys[fields[0].upper()] = fields[1]  # SNAPHU: the last assignment wins
+    unknown = sorted(set(keys) - set(PASSED_ON) - set(CHECKED) - set(NOT_USED))
+    if unknown:
+        raise SnaphuFolderError(f"{conf}: keyword(s) {unknown} cannot be passed to snaphu-py (it takes "
+                                f"{sorted(PASSED_ON)}); remove them or unwrap with the SNAPHU program")
     for required in ("CORRFILE", "OUTFILE"):
         if required not in keys:
             raise SnaphuFolderError(f"{conf}: keyword {required} missing")
-    for key, expected in (("INFILEFORMAT", "FLOAT_DATA"), ("CORRFILEFORMAT", "FLOAT_DATA"),
-                          ("OUTFILEFORMAT", "FLOAT_DATA")):
+    for key, expected in CHECKED.items():
         if keys.get(key, expected).upper() != expected:
             raise SnaphuFolderError(f"{conf}: {key} {keys[key]} not supported (SnaphuExport writes {expected})")
+    cost = keys.get("STATCOSTMODE", "DEFO").lower()
+    if cost not in COST_MODES:
+        raise SnaphuFolderError(f"{conf}: STATCOSTMODE {keys['STATCOSTMODE']} not supported by snaphu-py (it has "
+                                f"{', '.join(m.upper() for m in COST_MODES)}); set graph.SnaphuExport.statCostMode")
+    try:
+        tile_cost_thresh = int(keys.get("TILECOSTTHRESH", 500))
+    except ValueError:
+        raise SnaphuFolderError(f"{conf}: TILECOSTTHRESH {keys['TILECOSTTHRESH']!r} is not an integer") from None
     return SnaphuJob(
         folder=folder,
         phase_file=folder / command[-2],
         corr_file=folder / keys["CORRFILE"],
         out_file=folder / keys["OUTFILE"],
         width=int(command[-1]),
-        cost=keys.get("STATCOSTMODE", "DEFO").lower(),
+        cost=cost,
         init=keys.get("INITMETHOD", "MST").lower(),
         nlooks=float(keys.get("NCORRLOOKS", 23.8)),
         ntiles=(int(keys.get("NTILEROW", 1)), int(keys.get("NTILECOL", 1))),
         overlap=(int(keys.get("ROWOVRLP", 0)), int(keys.get("COLOVRLP", 0))),
         nproc=int(keys.get("NPROC", 1)),
+        tile_cost_thresh=tile_cost_thresh,
+        not_used=tuple(sorted(k for k in keys if k in NOT_USED)),
     )
 
 
@@ -165,10 +205,14 @@ def unwrap_export_folder(target_folder: str | os.PathLike, *, quiet: bool = True
     if ntiles != job.ntiles:
         log.warning("%s: %s tiles too small for overlap %s on %s pixels; using %s", job.folder, job.ntiles,
                     job.overlap, phase.shape, ntiles)
+    if job.not_used:
+        log.info("%s: snaphu.conf keyword(s) %s not passed to snaphu-py (%s)", job.folder, list(job.not_used),
+                 "; ".join(sorted({NOT_USED[k] for k in job.not_used})))
     no_data = (phase == 0) & (corr == 0)
     igram = np.exp(1j * phase).astype(np.complex64)
     unwrapped, _ = dinsar.unwrap(igram, corr, job.nlooks, mask=~no_data, cost=job.cost, init=job.init,
-                                 ntiles=ntiles, tile_overlap=overlap, nproc=job.nproc, quiet=quiet)
+                                 ntiles=ntiles, tile_overlap=overlap, nproc=job.nproc,
+                                 tile_cost_thresh=job.tile_cost_thresh, quiet=quiet)
     tmp = temporary_sibling(job.out_file)
     try:
         unwrapped.astype(envi_dtype(out_header, job.out_file)).tofile(tmp)

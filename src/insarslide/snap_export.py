@@ -2,7 +2,7 @@
 
 Used by :mod:`insarslide.scene` (the one scene reader) to map a SNAP export onto
 the canonical bands, and to tell which displacement sign convention it holds.
-Facts: SENTINEL1_SNAP_FACTS.md, "Verified from SNAP's sources".
+Facts: docs/processing.md, "SNAP facts the code relies on".
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ _METRE_UNITS = _units("meters", "m", "meter", "metre", "metres")
 _UNITLESS = _units("1", "", "none", "dl")
 
 # The one table from SNAP's NetCDF4-CF export to the canonical bands
-# (SENTINEL1_SNAP_FACTS.md, "Verified from SNAP's sources"). Interferometric bands
+# (docs/processing.md, "SNAP facts the code relies on"). Interferometric bands
 # carry _<IW>_<POL>_<ddMonYYYY>_<ddMonYYYY>; Terrain-Correction appends _<POL> to
 # names without a polarisation (displacement_VV, Unw_Phase_ifg_<d>_<d>_VV,
 # elevation_VV). Per band the rules are tried in order: the first rule that

@@ -6,7 +6,10 @@ writes what the real graphs would write, shaped by the verified band names and u
     geocode graph       -> NetCDF4-CF export from the SNAPHU result (snap_products.write_export)
 
 Environment: ``FAKE_GPT_LOG`` (JSON lines of argv), ``FAKE_GPT_FAIL_ON`` (an operator alias: the run writes
-a partial output, prints an error and exits 1 when the graph holds it).
+a partial output, prints an error and exits 1 when the graph holds it), ``FAKE_GPT_SNAP_VERSION`` (what
+``gpt --diag`` reports, default 14.0.0), ``FAKE_GPT_HIDE_VERSION=1`` (a --diag output without the version
+line, as from a broken install). Like the real
+gpt, a graph holding a parameter the reported version lacks fails ("Unknown element").
 """
 
 from __future__ import annotations
@@ -24,6 +27,27 @@ from data_prep.snap.graph import parse_graph_xml
 S1_WAVELENGTH_M = 0.05546576  # literal: importing insarslide.spec would load the runtime package
 
 SHAPE = (40, 50)
+
+# Parameters each SNAP release added (microwave-toolbox operator sources at tags 12.0.0, 13.0.0, 13.0.1, 14.0.0),
+# written out here rather than imported so the fake does not share the table under test.
+ADDED_IN = {
+    (13, 0, 1): {("TOPSAR-Split", "enableSingleSwathMode")},
+    (14, 0, 0): {("Interferogram", "cohWinSizeMeters"), ("Interferogram", "subtractResidualRamp"),
+                 ("GoldsteinPhaseFiltering", "useAdaptiveAlpha"), ("GoldsteinPhaseFiltering", "alphaMin"),
+                 ("GoldsteinPhaseFiltering", "alphaMax"), ("GoldsteinPhaseFiltering", "fftSizeMeters"),
+                 ("Terrain-Correction", "applyAPDCorrection")},
+}
+
+
+def snap_version() -> str:
+    return os.environ.get("FAKE_GPT_SNAP_VERSION", "14.0.0")
+
+
+def unknown_elements(graph) -> list[tuple[str, str]]:
+    """(node id, parameter) pairs that the reported SNAP version does not know."""
+    version = tuple(int(x) for x in snap_version().split("."))
+    lacking = set().union(*(names for since, names in ADDED_IN.items() if version < since))
+    return [(n.id, name) for n in graph.nodes for name in n.parameters if (n.operator, name) in lacking]
 
 
 def true_unwrapped(shape=SHAPE) -> np.ndarray:
@@ -71,10 +95,17 @@ def main(argv: list[str]) -> int:
     with open(os.environ["FAKE_GPT_LOG"], "a") as log:
         log.write(json.dumps(argv) + "\n")
     if argv[:1] == ["--diag"]:
-        print("SNAP Release version 14.0.0")
+        if os.environ.get("FAKE_GPT_HIDE_VERSION") != "1":
+            print(f"SNAP Release version {snap_version()}")
+        print("SNAP home: /opt/snap/bin/..\nJava version: 21.0.2\nProcessors: 2\nMax memory: 3.9 GB")
         return 0
     graph = parse_graph_xml(Path(argv[0]).read_text())
     print(f"Executing processing graph {graph.name}")
+    unknown = unknown_elements(graph)
+    if unknown:
+        node, name = unknown[0]
+        print(f"Error: [NodeId: {node}] Unknown element '{name}'")
+        return 1
     operators = [n.operator for n in graph.nodes]
     if os.environ.get("FAKE_GPT_FAIL_ON") in operators:
         for path in graph.outputs():
@@ -94,7 +125,8 @@ def main(argv: list[str]) -> int:
                                  read_envi(data / f"coh{TAG}.img"), cost=p["statCostMode"], init=p["initMethod"],
                                  tiles=(int(p["numberOfTileRows"]), int(p["numberOfTileCols"])),
                                  overlap=(int(p["rowOverlap"]), int(p["colOverlap"])),
-                                 nproc=int(p["numberOfProcessors"]))
+                                 nproc=int(p["numberOfProcessors"]),
+                                 tile_cost_thresh=int(p.get("tileCostThreshold", 500)))
     print("Done.")
     return 0
 

@@ -1,4 +1,4 @@
-"""Tiny files shaped as SNAP writes them (SENTINEL1_SNAP_FACTS.md, "Verified from SNAP's sources").
+"""Tiny files shaped as SNAP writes them (docs/processing.md, "SNAP facts the code relies on").
 
 ``snap14_export`` writes what SNAP 14's ``Write`` (NetCDF4-CF) makes of the
 thesis chain after Terrain-Correction with WGS84: dimensions ``lat``/``lon``
@@ -112,7 +112,8 @@ def write_envi_header(path_hdr: Path, shape: tuple[int, int], description: str =
 
 
 def snaphu_conf(phase_img: str, coh_img: str, out_img: str, width: int, *, cost: str = "DEFO", init: str = "MST",
-                tiles: tuple[int, int] = (1, 1), overlap: tuple[int, int] = (0, 0), nproc: int = 1) -> str:
+                tiles: tuple[int, int] = (1, 1), overlap: tuple[int, int] = (0, 0), nproc: int = 1,
+                tile_cost_thresh: int = 500, extra: str = "") -> str:
     """``snaphu.conf`` as SnaphuExport writes it: the command is the 7th line."""
     return (
         "# CONFIG FOR SNAPHU\n"
@@ -130,7 +131,8 @@ def snaphu_conf(phase_img: str, coh_img: str, out_img: str, width: int, *, cost:
         "NCORRLOOKS \t\t23.8\n\n"
         f"NTILEROW           {tiles[0]}\nNTILECOL           {tiles[1]}\n\n"
         f"ROWOVRLP           {overlap[0]}\nCOLOVRLP           {overlap[1]}\n\n"
-        f"NPROC              {nproc}\n\nTILECOSTTHRESH   500\n\n# End of snaphu configuration file"
+        f"NPROC              {nproc}\n\nTILECOSTTHRESH   {tile_cost_thresh}\n\n{extra}"
+        "# End of snaphu configuration file"
     )
 
 
