@@ -270,10 +270,12 @@ def count_windows(shape: tuple[int, int], options: WindowOptions) -> int:
 
 # --------------------------------------------------------------- checkpoint
 def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
-                    tile_size: int | None = None) -> LandslideSegmenter:
-    """The trained module of a training checkpoint, in eval mode, loaded safely (:mod:`insarslide.checkpoints`);
-    :class:`CheckpointError` if it is not one, or if it was trained on patches of another size than ``tile_size``."""
-    return load_module(path, device, expected={"patch_size": tile_size} if tile_size else None).eval()
+                    tile_size: int | None = None, allowed_targets: Sequence[str] = ()) -> LandslideSegmenter:
+    """The trained module of a training checkpoint, in eval mode (:func:`insarslide.checkpoints.load_module`);
+    :class:`CheckpointError` if it is not one, if it names a ``_target_`` outside the allowed ones (plus
+    ``allowed_targets``), or if it was trained on patches of another size than ``tile_size``."""
+    return load_module(path, device, expected={"patch_size": tile_size} if tile_size else None,
+                       allowed_targets=allowed_targets).eval()
 
 
 # ------------------------------------------------------------------- scenes
@@ -478,7 +480,8 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     output_dir = check_output_dir(cfg.output_dir)
     scenes = resolve_scenes(cfg.scenes)[cfg.shard::cfg.num_shards]
     device = choose_device(str(cfg.device))
-    model = load_checkpoint(cfg.checkpoint, device, tile_size=window.tile_size)
+    model = load_checkpoint(cfg.checkpoint, device, tile_size=window.tile_size,
+                            allowed_targets=list(cfg.allowed_targets or []))
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold}: must be in [0, 1]")
