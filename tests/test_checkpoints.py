@@ -141,6 +141,18 @@ def test_targets_nested_anywhere_in_the_hyper_parameters_are_checked(tmp_path):
     assert not trace.exists()
 
 
+def test_an_interpolation_that_would_create_a_target_is_refused(tmp_path):
+    # instantiate resolves ${oc.create:...} into a new node and builds its _target_: the walk never saw it.
+    trace = tmp_path / "trace.txt"
+    hidden = "${oc.create:{_target_: test_checkpoints.conv_leaving_a_trace, trace: '" + str(trace) + "'}}"
+    net = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.Identity"}], "extra": {"a": hidden}}
+    path = checkpoint_with_net(tmp_path, net)
+    with pytest.raises(CheckpointError, match=r"foreign.ckpt: refused: hyper_parameters\.net\.extra\.a holds an "
+                                              r"interpolation"):
+        load_module(path)
+    assert not trace.exists()
+
+
 def test_an_allowed_prefix_that_reaches_another_module_is_refused():
     # torch.nn.modules.module imports warnings: the name starts with torch.nn. but is warnings.catch_warnings.
     with pytest.raises(CheckpointError, match=r"x.ckpt: refused: hyper_parameters\.net\._target_ "

@@ -130,6 +130,20 @@ def _find_targets(value: Any, where: str) -> list[tuple[str, Any]]:
     return []
 
 
+def _find_interpolations(value: Any, where: str) -> list[str]:
+    """Where a string (key or value) holds an OmegaConf interpolation ``${...}``, in nested dicts and lists."""
+    if isinstance(value, str):
+        return [where] if "${" in value else []
+    if isinstance(value, Mapping):
+        found = [f"{where} (key {key!r})" for key in value if isinstance(key, str) and "${" in key]
+        for key, item in value.items():
+            found += _find_interpolations(item, f"{where}.{key}")
+        return found
+    if isinstance(value, (list, tuple)):
+        return [hit for i, item in enumerate(value) for hit in _find_interpolations(item, f"{where}[{i}]")]
+    return []
+
+
 def check_targets(path: str | os.PathLike, hparams: Mapping[str, Any], extra_allowed: Sequence[str] = ()) -> None:
     """Refuse a checkpoint whose hyper-parameters name a ``_target_`` outside :data:`ALLOWED_TARGETS` and
     ``extra_allowed``, before anything is instantiated.
@@ -137,7 +151,15 @@ def check_targets(path: str | os.PathLike, hparams: Mapping[str, Any], extra_all
     A name passes when it matches the list as written and the object it resolves to (imports inside the allowed
     packages only) is defined in an allowed module too, so that a re-exported module (``torch.nn.modules.module.os``)
     does not open a path to ``os.system``. An exact entry in ``extra_allowed`` is trusted as written.
+
+    Interpolations (``${...}``) are refused too: hyper-parameters are stored resolved, and
+    ``hydra.utils.instantiate`` would resolve one into new nodes (``${oc.create:{_target_: ...}}``)
+    that this check never saw.
     """
+    interpolations = _find_interpolations(hparams, "hyper_parameters")
+    if interpolations:
+        raise CheckpointError(f"checkpoint {path}: refused: {interpolations[0]} holds an interpolation '${{...}}'; "
+                              "hyper-parameters are stored resolved, and instantiating one could build unchecked targets")
     allowed = ALLOWED_TARGETS + tuple(str(entry) for entry in extra_allowed)
     for where, target in _find_targets(hparams, "hyper_parameters"):
         refusal = f"checkpoint {path}: refused: {where}._target_ {target!r}"
