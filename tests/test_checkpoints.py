@@ -21,7 +21,9 @@ from insarslide.checkpoints import (
     CheckpointError,
     RunCheckpointIO,
     check_compatible,
+    check_targets,
     load_checkpoint,
+    load_module,
     newest_checkpoint,
     save_checkpoint_atomic,
 )
@@ -87,6 +89,83 @@ def test_a_checkpoint_holding_arbitrary_objects_is_not_unpickled(tmp_path):
     torch.save({"state_dict": {}, "extra": Fraction(1, 3)}, path)
     message = refused(path)
     assert "fractions.Fraction" in message and "weights_only=True" in message
+
+
+# ------------------------------------------------------------ targets
+def conv_leaving_a_trace(trace: str) -> torch.nn.Module:
+    """A network builder outside the allowed targets: harmless, but it leaves a file behind when called."""
+    Path(trace).write_text("called")
+    return torch.nn.Conv2d(7, 1, kernel_size=3, padding=1)
+
+
+def checkpoint_with_net(tmp_path: Path, net: dict, **hparams) -> Path:
+    from insarslide.module import LandslideSegmenter
+
+    conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
+    weights = LandslideSegmenter(conv, BANDS).state_dict()  # the same parameter names as the trace builder's
+    stored = {"net": net, "bands": BANDS, "model_name": "conv", "optimizer": None, "scheduler": None,
+              "num_thresholds": 129, "threshold_metric": "iou", **hparams}
+    return save_checkpoint_atomic({"state_dict": weights, "hyper_parameters": stored}, tmp_path / "foreign.ckpt")
+
+
+def test_a_target_outside_the_allowed_list_is_refused_before_it_runs(tmp_path):
+    from insarslide.predict import load_checkpoint as load_for_prediction
+
+    trace = tmp_path / "trace.txt"
+    path = checkpoint_with_net(tmp_path, {"_target_": "test_checkpoints.conv_leaving_a_trace", "trace": str(trace)})
+    with pytest.raises(CheckpointError) as caught:
+        load_module(path)
+    assert not trace.exists()  # refused before hydra.utils.instantiate was called
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {path}: refused: hyper_parameters.net._target_ "
+                              "'test_checkpoints.conv_leaving_a_trace' is outside the allowed targets")
+    with pytest.raises(CheckpointError, match="'test_checkpoints.conv_leaving_a_trace' is outside"):
+        load_for_prediction(path, tile_size=None)
+    assert not trace.exists()
+
+    # Trusted by the caller (predict.py allowed_targets=[...]): it is built, so the trace above would have appeared.
+    module = load_for_prediction(path, allowed_targets=["test_checkpoints.conv_leaving_a_trace"])
+    assert trace.read_text() == "called" and isinstance(module.net, torch.nn.Conv2d)
+
+
+def test_targets_nested_anywhere_in_the_hyper_parameters_are_checked(tmp_path):
+    trace = tmp_path / "trace.txt"
+    leave = {"_target_": "test_checkpoints.conv_leaving_a_trace", "trace": str(trace)}
+    net = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.Identity"}, leave]}
+    with pytest.raises(CheckpointError, match=r"hyper_parameters\.net\._args_\[1\]\._target_ "
+                                              r"'test_checkpoints\.conv_leaving_a_trace' is outside"):
+        load_module(checkpoint_with_net(tmp_path, net))
+    conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
+    with pytest.raises(CheckpointError, match=r"hyper_parameters\.optimizer\._target_ 'builtins\.print'"):
+        load_module(checkpoint_with_net(tmp_path, conv, optimizer={"_target_": "builtins.print", "_partial_": True}))
+    assert not trace.exists()
+
+
+def test_an_interpolation_that_would_create_a_target_is_refused(tmp_path):
+    # instantiate resolves ${oc.create:...} into a new node and builds its _target_: the walk never saw it.
+    trace = tmp_path / "trace.txt"
+    hidden = "${oc.create:{_target_: test_checkpoints.conv_leaving_a_trace, trace: '" + str(trace) + "'}}"
+    net = {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "torch.nn.Identity"}], "extra": {"a": hidden}}
+    path = checkpoint_with_net(tmp_path, net)
+    with pytest.raises(CheckpointError, match=r"foreign.ckpt: refused: hyper_parameters\.net\.extra\.a holds an "
+                                              r"interpolation"):
+        load_module(path)
+    assert not trace.exists()
+
+
+def test_an_allowed_prefix_that_reaches_another_module_is_refused():
+    # torch.nn.modules.module imports warnings: the name starts with torch.nn. but is warnings.catch_warnings.
+    with pytest.raises(CheckpointError, match=r"x.ckpt: refused: hyper_parameters\.net\._target_ "
+                                              r"'torch\.nn\.modules\.module\.warnings\.catch_warnings' "
+                                              r"resolves to warnings\.catch_warnings, outside"):
+        check_targets("x.ckpt", {"net": {"_target_": "torch.nn.modules.module.warnings.catch_warnings"}})
+    with pytest.raises(CheckpointError, match=r"'torch\.nn\.\(\)' is not a dotted Python name"):
+        check_targets("x.ckpt", {"net": {"_target_": "torch.nn.()"}})
+    with pytest.raises(CheckpointError, match=r"_target_ 3 is not a dotted Python name"):
+        check_targets("x.ckpt", {"net": {"_target_": 3}})
+    # The project's own model configs pass: an SMP network, its optimiser and scheduler.
+    check_targets("x.ckpt", {"net": UNET_R34, "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True},
+                             "scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR"}})
 
 
 def test_predict_refuses_junk_without_a_traceback(tmp_path):

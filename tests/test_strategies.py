@@ -276,6 +276,79 @@ def test_d4_composition_matches_numpy_flips_and_rotations():
                 np.testing.assert_array_equal(got.numpy(), ref)
 
 
+def test_writing_through_the_destination_view_leaves_the_flipped_rotated_patch():
+    from insarslide.augment import D4, d4_element
+
+    m = np.arange(18.0).reshape(2, 3, 3)  # two bands of a square patch, every value distinct
+    for h in (False, True):
+        for v in (False, True):
+            for k in range(4):
+                ref = m[..., ::-1] if h else m
+                ref = ref[..., ::-1, :] if v else ref
+                ref = np.rot90(ref, k, axes=(-2, -1))
+                out = np.full_like(m, -1.0)
+                dims, transpose = d4_element(h, v, k)
+                D4(tuple(dims), transpose).destination(out)[...] = m
+                np.testing.assert_array_equal(out, ref)
+
+
+class FixedDraw(Augmenter):
+    """Always the same flip/rotation (the test needs to know which one the batch holds)."""
+
+    def __init__(self, d4):
+        super().__init__(seed=0)
+        self.fixed = d4
+
+    def draw(self):
+        return self.fixed
+
+
+def test_batch_holds_the_cropped_flipped_rotated_patch_for_every_draw(tmp_path):
+    """Each batch slot is written in one pass through a view; compare with the patch cropped, padded,
+    flipped and transposed by hand (64 px: a transposed write goes in two blocks of 32 rows)."""
+    from data.scenes import UTM33
+    from insarslide.augment import D4
+    from insarslide.datamodule import PatchDataset
+    from insarslide.oversample import Sample
+    from insarslide.patchstore import PatchStore, ShardWriter, write_dataset_index
+    from insarslide.spec import BANDS
+
+    p, crop = 64, 32
+    bands = np.arange(len(BANDS) * p * p, dtype=np.float32).reshape(len(BANDS), p, p)
+    landslide = (np.arange(p * p).reshape(p, p) % 3 == 0).astype(np.uint8)
+    valid = (np.arange(p * p).reshape(p, p) % 5 != 0).astype(np.uint8)
+    with ShardWriter(tmp_path, "ev", p, {"crs_wkt": UTM33}) as writer:
+        writer.add(bands, landslide, valid, {"region": "r", "row": 0, "col": 0, "landslide_pixels": int(landslide.sum()),
+                                             "valid_fraction": float(valid.mean()), "x_origin": 500_000.0,
+                                             "x_step": 30.0, "y_origin": 5_000_000.0, "y_step": -30.0})
+        writer.commit()
+    write_dataset_index(tmp_path, p)
+    store = PatchStore(tmp_path)
+    band_idx = [3, 0, 5]
+    # Crop origin (-5, 40), 32 px, centred at offset 16: source rows 0..26 and columns 40..63 of the patch
+    # land at rows 21..47 and columns 16..39 of the sample; the rest is zero padding with valid = 0.
+    padded = [np.zeros((3, p, p), np.float32), np.zeros((p, p), np.uint8), np.zeros((p, p), np.uint8)]
+    padded[0][:, 21:48, 16:40] = bands[band_idx, 0:27, 40:64]
+    padded[1][21:48, 16:40] = landslide[0:27, 40:64]
+    padded[2][21:48, 16:40] = valid[0:27, 40:64]
+    for dims in [(), (-1,), (-2,), (-1, -2)]:
+        for transpose in (False, True):
+            dataset = PatchDataset(store, [Sample(0), Sample(0, (-5, 40))], band_idx,
+                                   augment=FixedDraw(D4(dims, transpose)), crop_size=crop)
+            batch = dataset.__getitems__([(0, 1), (1, 2)])
+
+            def moved(a):
+                a = np.flip(a, dims) if dims else a
+                return a.swapaxes(-2, -1) if transpose else a
+
+            for slot, (b, lab, val) in enumerate([(bands[band_idx], landslide, valid), padded]):
+                np.testing.assert_array_equal(batch["bands"][slot].numpy(), moved(b))
+                np.testing.assert_array_equal(batch["landslide"][slot].numpy(), moved(lab))
+                np.testing.assert_array_equal(batch["target"][slot].numpy(), moved(lab).astype(np.float32))
+                np.testing.assert_array_equal(batch["valid"][slot].numpy(), moved(val))
+            assert batch["index"].tolist() == [0, 0]
+
+
 @pytest.mark.parametrize("kind", [Augmenter, AlbumentationsAugmenter])
 def test_phase_offset_wraps_and_only_touches_phase(kind):
     bands = np.stack([np.full((8, 8), 3.0, np.float32), np.ones((8, 8), np.float32)])

@@ -20,9 +20,9 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from insarslide.augment import Augmenter
+from insarslide.augment import IDENTITY, Augmenter
 from insarslide.normalization import band_statistics
-from insarslide.oversample import Sample, SmallLandslideOversampler, apply_crop
+from insarslide.oversample import Sample, SmallLandslideOversampler, crop_windows
 from insarslide.patchstore import DATASET_FILE, PatchStore
 from insarslide.samplers import UniformSampler
 from insarslide.smoothing import SoftLabelCache
@@ -53,29 +53,37 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """Bands, target, landslide, valid of sample ``k`` as (possibly non-contiguous) views.
+    def _write(self, k: int, slot: dict[str, np.ndarray]) -> int:
+        """Write sample ``k`` into ``slot`` (its rows of the batch arrays); returns its patch.
 
-        Views of the memory-mapped store all the way: the caller copies once
-        (a patch is 1.8 MB, and every extra copy costs loader throughput).
+        One copy per array, from the memory-mapped store straight into the
+        batch: an oversampling crop is written into the zeroed slot at its
+        place, and a flip or rotation is the view of the slot it is written
+        through (:meth:`insarslide.augment.D4.destination`), never a copy of its own.
         """
         sample = self.samples[k]
         bands, landslide, valid = self.store.views(sample.patch)
-        if self.band_idx != self.all_bands:
-            bands = bands[self.band_idx]
         target = self.soft_labels.get(sample.patch) if self.soft_labels is not None else landslide
-        if sample.crop is not None:
-            (bands, landslide, target), valid = apply_crop([bands, landslide, target], valid, sample.crop, self.crop_size)
-        bands, landslide, target, valid = (torch.from_numpy(np.asarray(a)) for a in (bands, landslide, target, valid))
-        if self.augment is not None:
-            bands, (landslide, target, valid) = self.augment(bands, [landslide, target, valid])
-        return bands, target, landslide, valid, sample.patch
+        d4 = self.augment.draw() if self.augment is not None and self.augment.views else IDENTITY
+        pairs = [(slot["landslide"], landslide), (slot["target"], target), (slot["valid"], valid)]
+        if self.band_idx == self.all_bands:
+            pairs.append((slot["bands"], bands))
+        else:  # band by band: indexing with the list would copy the selection first
+            pairs += [(slot["bands"][c], bands[b]) for c, b in enumerate(self.band_idx)]
+        for out, source in pairs:
+            if sample.crop is None:
+                _copy_into(d4.destination(out), source)
+            else:
+                src, dst = crop_windows(out.shape[-1], sample.crop, self.crop_size)
+                out.fill(0)  # padding, valid = 0 (the same under any flip)
+                _copy_into(d4.destination(out)[(...,) + dst], source[(...,) + src])
+        return sample.patch
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         return {key: value[0] for key, value in self.__getitems__([k]).items()}
 
     def __getitems__(self, indices: Sequence[int | tuple[int, int]]) -> dict[str, torch.Tensor]:
-        """A whole batch, each sample copied straight into its slot (the DataLoader's fast path).
+        """A whole batch, each sample written straight into its slot (the DataLoader's fast path).
 
         A training draw is ``(sample, augmentation seed)`` (:class:`insarslide.samplers.EpochDraws`): the
         augmentation is reseeded per draw, so it depends neither on the worker nor on earlier draws.
@@ -84,17 +92,37 @@ class PatchDataset(Dataset):
         batch = {"bands": torch.empty(n, c, p, p), "target": torch.empty(n, p, p),
                  "landslide": torch.empty(n, p, p, dtype=torch.uint8), "valid": torch.empty(n, p, p, dtype=torch.uint8),
                  "index": torch.empty(n, dtype=torch.long)}
+        arrays = {key: batch[key].numpy() for key in ("bands", "target", "landslide", "valid")}
         for slot, draw in enumerate(indices):
             k, augment_seed = draw if isinstance(draw, tuple) else (draw, None)
             if augment_seed is not None and self.augment is not None:
                 self.augment.reseed(int(augment_seed))
-            bands, target, landslide, valid, patch = self._sample(int(k))
-            batch["bands"][slot].copy_(bands)
-            batch["target"][slot].copy_(target)
-            batch["landslide"][slot].copy_(landslide)
-            batch["valid"][slot].copy_(valid)
-            batch["index"][slot] = patch
+            batch["index"][slot] = self._write(int(k), {key: a[slot] for key, a in arrays.items()})
+            if self.augment is None:
+                continue
+            if self.augment.views:
+                self.augment.offset_phase_(batch["bands"][slot])
+            else:  # an augmenter that is not a view (Albumentations) transforms the written slot
+                masks = [batch[key][slot] for key in ("landslide", "target", "valid")]
+                bands, masks = self.augment(batch["bands"][slot], masks)
+                batch["bands"][slot].copy_(bands)
+                for key, mask in zip(("landslide", "target", "valid"), masks):
+                    batch[key][slot].copy_(mask)
         return batch
+
+
+#: Rows per block when the destination is transposed: a strided write of the
+#: whole patch misses the cache on every element; blocks of 32 rows take half the time here.
+TRANSPOSED_BLOCK_ROWS = 32
+
+
+def _copy_into(out: np.ndarray, source: np.ndarray) -> None:
+    """``out[...] = source`` (converting the dtype), by blocks of rows when ``out`` is a transposed view."""
+    if abs(out.strides[-1]) == out.itemsize:
+        out[...] = source
+        return
+    for r in range(0, source.shape[-2], TRANSPOSED_BLOCK_ROWS):
+        out[..., r:r + TRANSPOSED_BLOCK_ROWS, :] = source[..., r:r + TRANSPOSED_BLOCK_ROWS, :]
 
 
 def collate_batches(batch: Any) -> Any:

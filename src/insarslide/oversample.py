@@ -39,25 +39,36 @@ def crop_origin(landslide: np.ndarray, crop_size: int) -> tuple[int, int]:
     return int(np.floor(centre_r - crop_size / 2.0)), int(np.floor(centre_c - crop_size / 2.0))
 
 
-def apply_crop(arrays: list[np.ndarray], valid: np.ndarray, origin: tuple[int, int], crop_size: int
-               ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Cut the crop from each array (..., P, P) and zero-pad it back to P x P, padding invalid."""
-    p = valid.shape[-1]
-    offset = (p - crop_size) // 2
+def crop_windows(patch_size: int, origin: tuple[int, int], crop_size: int
+                 ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """(source window in the patch, destination window in the padded sample) of the crop at ``origin``.
+
+    The crop sits in the centre of the sample; the part of it that lies outside
+    the source patch is left out of both windows (it stays padding).
+    """
+    offset = (patch_size - crop_size) // 2
     r0, c0 = origin
     src_r0, src_c0 = max(r0, 0), max(c0, 0)
-    src_r1, src_c1 = min(r0 + crop_size, p), min(c0 + crop_size, p)
+    src_r1, src_c1 = min(r0 + crop_size, patch_size), min(c0 + crop_size, patch_size)
     dst_r0, dst_c0 = offset + (src_r0 - r0), offset + (src_c0 - c0)
-    dst = (slice(dst_r0, dst_r0 + src_r1 - src_r0), slice(dst_c0, dst_c0 + src_c1 - src_c0))
     src = (slice(src_r0, src_r1), slice(src_c0, src_c1))
+    dst = (slice(dst_r0, dst_r0 + src_r1 - src_r0), slice(dst_c0, dst_c0 + src_c1 - src_c0))
+    return src, dst
+
+
+def apply_crop(arrays: list[np.ndarray], valid: np.ndarray, origin: tuple[int, int], crop_size: int
+               ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Cut the crop from each array (..., P, P) and zero-pad it back to P x P, padding invalid.
+
+    The data set does the same straight into its batch (:class:`insarslide.datamodule.PatchDataset`).
+    """
+    src, dst = crop_windows(valid.shape[-1], origin, crop_size)
     out = []
-    for a in arrays:
+    for a in [*arrays, valid]:
         padded = np.zeros_like(a)
         padded[(...,) + dst] = a[(...,) + src]
         out.append(padded)
-    new_valid = np.zeros_like(valid)
-    new_valid[dst] = valid[src]
-    return out, new_valid
+    return out[:-1], out[-1]
 
 
 class SmallLandslideOversampler:

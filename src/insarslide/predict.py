@@ -290,10 +290,12 @@ def count_windows(shape: tuple[int, int], options: WindowOptions) -> int:
 
 
 # --------------------------------------------------------------- checkpoint
-def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu") -> LandslideSegmenter:
-    """The trained module of a training checkpoint, in eval mode, loaded through
-    :mod:`insarslide.checkpoints`; :class:`CheckpointError` if it is not one."""
-    return load_module(path, device).eval()
+def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu",
+                    allowed_targets: Sequence[str] = ()) -> LandslideSegmenter:
+    """The trained module of a training checkpoint, in eval mode (:func:`insarslide.checkpoints.load_module`);
+    :class:`CheckpointError` if it is not one, or if it names a ``_target_`` outside the allowed ones (plus
+    ``allowed_targets``)."""
+    return load_module(path, device, allowed_targets=allowed_targets).eval()
 
 
 def checkpoint_patch_size(path: str | os.PathLike) -> int | None:
@@ -707,7 +709,7 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     device = choose_device(str(cfg.device))
     checkpoint = str(cfg.checkpoint)
     window = window_for_checkpoint(_plain(cfg.window), checkpoint_patch_size(checkpoint), checkpoint)
-    model = load_checkpoint(checkpoint, device)
+    model = load_checkpoint(checkpoint, device, allowed_targets=list(cfg.get("allowed_targets") or []))
     check_bands(_plain(cfg.get("bands")), model, checkpoint)
     override_normalization(model, _plain(cfg.get("normalization")), checkpoint)
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
