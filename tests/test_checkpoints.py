@@ -120,7 +120,7 @@ def test_a_target_outside_the_allowed_list_is_refused_before_it_runs(tmp_path):
     assert message.startswith(f"checkpoint {path}: refused: hyper_parameters.net._target_ "
                               "'test_checkpoints.conv_leaving_a_trace' is outside the allowed targets")
     with pytest.raises(CheckpointError, match="'test_checkpoints.conv_leaving_a_trace' is outside"):
-        load_for_prediction(path, tile_size=None)
+        load_for_prediction(path)
     assert not trace.exists()
 
     # Trusted by the caller (predict.py allowed_targets=[...]): it is built, so the trace above would have appeared.

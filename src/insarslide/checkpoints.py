@@ -55,8 +55,8 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NETCDF3_MAGIC = (b"CDF\x01", b"CDF\x02", b"CDF\x05")
 _ZIP_MAGIC = b"PK\x03\x04"
 #: ``_target_`` prefixes a checkpoint may name: the libraries the model configs (conf/model) and the optimiser and
-#: scheduler configs (conf/optimizer, conf/scheduler) build from. The project has no network builders of its own;
-#: one added later gets its module here. A prefix ends with "."; an entry without it allows that one name.
+#: scheduler configs (conf/optimizer, conf/scheduler) build from, and the project's own network builders.
+#: A prefix ends with "."; an entry without it allows that one name.
 ALLOWED_TARGETS = ("segmentation_models_pytorch.", "timm.", "torch.nn.", "torch.optim.", "insarslide.tiny_net.")
 _DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
