@@ -1,5 +1,7 @@
 """Object and size-class metrics on hand-made masks; every expected value is worked out by hand below."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,7 @@ def test_size_classes_and_objects_with_fixed_edges_by_hand():
     small, medium, large = out["size_classes"]["classes"]
     assert out["size_classes"]["edges_px"] == [2.0, 5.0] and out["size_classes"]["edges_from"] == "config"
     # A (2 px) is medium (2 <= area <= 5), B (6 px) is large; no small object.
-    assert small["objects"] == 0 and small["pixels"] == 0 and small["recall"] == 0
+    assert small["objects"] == 0 and small["pixels"] == 0 and small["recall"] is None  # no object: no rate
     # medium: TP 1, FP 1, FN 1 -> precision 1/2, recall 1/2, F1 1/2, IoU 1/3.
     assert (medium["tp"], medium["fp"], medium["fn"]) == (1, 1, 1)
     assert medium["precision"] == pytest.approx(0.5) and medium["recall"] == pytest.approx(0.5)
@@ -196,3 +198,73 @@ def test_console_table_puts_the_model_beside_its_baselines(capsys):
     assert "coherence <= 0.310" in out and "0.071" in out and "0.048" in out and "0.200" in out
     # Without baselines (eval.baselines=false) the model's row stands alone.
     assert len(comparison_rows({**metrics, "baselines": None})) == 1
+
+
+def test_no_object_anywhere_leaves_the_sections_present_and_empty():
+    """Nothing to classify: edges null (no percentiles of nothing), every class 0 objects with null rates."""
+    tally = ObjectTally(valid_area_km2=1.0)
+    predicted = np.zeros((8, 8), bool)
+    predicted[0, 0:2] = True  # one false alarm of 2 px in a patch without any landslide
+    tally.add(patch_objects(np.zeros((8, 8)), predicted, np.ones((8, 8))))
+    out = object_sections(tally, edges=None)
+    assert out["size_classes"]["edges_px"] is None and out["size_classes"]["edges_from"] == "percentiles"
+    for cls in out["size_classes"]["classes"]:
+        assert (cls["objects"], cls["pixels"], cls["tp"], cls["fp"], cls["fn"], cls["detected"]) == (0,) * 6
+        assert cls["precision"] is cls["recall"] is cls["f1"] is cls["iou"] is cls["detection_rate"] is None
+        assert cls["false_alarms"] == 0
+    assert out["size_classes"]["unassigned_fp"] == 2 and out["size_classes"]["unassigned_false_alarms"] == 1
+    assert out["objects"]["objects"] == 0 and out["objects"]["detection_rate"] is None
+    assert out["objects"]["false_alarms"] == 1 and out["objects"]["false_alarms_per_km2"] == 1.0
+    # Fixed edges stay as configured, the classes still empty.
+    fixed = object_sections(tally, edges=[156, 1043])
+    assert fixed["size_classes"]["edges_px"] == [156.0, 1043.0]
+    assert [c["objects"] for c in fixed["size_classes"]["classes"]] == [0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def patches_with_a_landslide_free_test_scene(scenes_dir, tmp_path_factory):
+    """The four shared simulated scenes plus one scene without any landslide.
+
+    Returns the patch root, the landslide-free event and a validation event with landslides."""
+    import shutil
+
+    from conftest import TEST_PATCH, simulator_config
+    from data_prep.patches import build_patches, find_scenes
+    from data_prep.simulate import simulate_dataset
+
+    scenes = tmp_path_factory.mktemp("scenes_one_without_landslides")
+    for path in find_scenes(scenes_dir):
+        shutil.copy(path, scenes / Path(path).name)
+    free = tmp_path_factory.mktemp("landslide_free")
+    simulate_dataset(simulator_config(n_scenes=1, size=[150, 200], seed=5, landslides={"density_per_km2": 0.0}),
+                     free, progress=False)
+    (scene,) = find_scenes(free)
+    shutil.copy(scene, scenes / Path(scene).name)
+    out = tmp_path_factory.mktemp("patches_one_without_landslides")
+    report = build_patches(find_scenes(scenes), out, patch_size=TEST_PATCH, n_jobs=1, progress=False)
+    assert not report.failures
+    return out, Path(scene).stem, sorted(Path(p).stem for p in find_scenes(scenes_dir))[0]
+
+
+def test_fast_dev_run_on_a_test_scene_without_landslides_writes_empty_object_sections(
+        tmp_path, patches_with_a_landslide_free_test_scene):
+    """The model's test pass sees no object while validation holds landslides: the baselines used to
+    crash on edges [nan, nan]; now every section is present, empty and null where a rate has no meaning."""
+    import json
+
+    from conftest import compose_train
+    from insarslide.train import train
+
+    root, free_event, val_event = patches_with_a_landslide_free_test_scene
+    cfg = compose_train(["model=unet_r18", "++trainer.fast_dev_run=true", "eval.figures=false", "split=region",
+                         f"split.test_events=[{free_event}]", f"split.val_events=[{val_event}]"], tmp_path, root)
+    train(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    sizes, objects = written["size_classes"], written["objects"]
+    assert sizes["edges_px"] is None and [c["name"] for c in sizes["classes"]] == ["small", "medium", "large"]
+    assert all(c["objects"] == 0 and c["iou"] is None and c["detection_rate"] is None for c in sizes["classes"])
+    assert objects["objects"] == 0 and objects["detected"] == 0 and objects["detection_rate"] is None
+    for name in ("best_single_band", "logistic_regression"):  # chosen on validation, scored on the empty test
+        baseline = written["baselines"][name]
+        assert baseline["size_classes"]["edges_px"] is None and baseline["objects"]["objects"] == 0
+        assert baseline["recall"] == 0.0  # no landslide pixel to find: TP 0, FN 0

@@ -133,15 +133,19 @@ class ObjectTally:
 
 # ------------------------------------------------------------------ size classes and objects
 def size_edges(areas: np.ndarray, edges: Sequence[float] | None = None,
-               percentiles: Sequence[float] = THESIS_PERCENTILES) -> tuple[tuple[float, float], str]:
-    """Class edges (e1, e2) in pixels and where they come from ("config" or "percentiles")."""
+               percentiles: Sequence[float] = THESIS_PERCENTILES) -> tuple[tuple[float, float] | None, str]:
+    """Class edges (e1, e2) in pixels and where they come from ("config" or "percentiles").
+
+    Without fixed edges and without any object there are no percentiles: the
+    edges are None (``null`` in ``metrics.json``), not invented.
+    """
     if edges is not None:
         e1, e2 = (float(e) for e in edges)
         if not 0 < e1 <= e2:
             raise ValueError(f"eval.size_edges {list(edges)} must be two increasing positive pixel areas")
         return (e1, e2), "config"
     if len(areas) == 0:
-        return (math.nan, math.nan), "percentiles"
+        return None, "percentiles"
     e1, e2 = np.percentile(np.asarray(areas, dtype=np.float64), list(percentiles))
     return (float(e1), float(e2)), "percentiles"
 
@@ -158,11 +162,16 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
     if not 0 < overlap <= 1:
         raise ValueError(f"eval.object_overlap must be in (0, 1], got {overlap}")
     a = tally.arrays()
-    (e1, e2), source = size_edges(a["area"], edges, percentiles)
-    cls = size_class(a["area"], (e1, e2)) if a["area"].size and not math.isnan(e1) else np.zeros(a["area"].size, int)
+    class_edges, source = size_edges(a["area"], edges, percentiles)
+    e1, e2 = class_edges if class_edges is not None else (None, None)
     detected = a["tp"] >= overlap * a["area"]
     has_near = a["false_alarm_area"] > 0
-    alarm_cls = size_class(a["false_alarm_area"], (e1, e2)) if not math.isnan(e1) else np.zeros(has_near.size, int)
+    if class_edges is None:  # no object at all: every class is empty, and so is every false alarm's class
+        cls = np.zeros(0, dtype=np.int64)
+        alarm_cls = np.full(has_near.size, -1, dtype=np.int64)
+    else:
+        cls = size_class(a["area"], class_edges)
+        alarm_cls = size_class(a["false_alarm_area"], class_edges)
     km2 = tally.valid_area_km2
 
     def per_km2(n: int) -> float | None:
@@ -173,8 +182,9 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
         member = cls == k
         tp, area = int(a["tp"][member].sum()), int(a["area"][member].sum())
         fp = int(a["fp"][member].sum())
-        scores = {m: float(v) for m, v in scores_from_counts(torch.tensor(tp), torch.tensor(fp),
-                                                              torch.tensor(area - tp)).items()}
+        # A class without objects has no rates (null), not rates of zero.
+        scores = {m: float(v) if member.any() else None
+                  for m, v in scores_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(area - tp)).items()}
         alarms = int((has_near & (alarm_cls == k)).sum())
         classes.append({"name": name, "min_px": None if k == 0 else (e1 if k == 1 else e2),
                         "max_px": None if k == 2 else (e1 if k == 0 else e2),
@@ -184,7 +194,7 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
                         "false_alarms": alarms, "false_alarms_per_km2": per_km2(alarms)})
     n_alarms = int(a["false_alarm_area"].size)
     return {
-        "size_classes": {"edges_px": [e1, e2], "edges_from": source, "percentiles": list(percentiles),
+        "size_classes": {"edges_px": list(class_edges) if class_edges is not None else None, "edges_from": source, "percentiles": list(percentiles),
                          "rule": "small < e1 <= medium <= e2 < large (valid pixels per object)",
                          "classes": classes, "unassigned_fp": tally.unassigned_fp,
                          "unassigned_false_alarms": int((~has_near).sum())},
@@ -307,6 +317,7 @@ class TestEvaluation(L.Callback):
         self.sweep: ThresholdSweep | None = None
         self.tally = ObjectTally()
         self.maps: dict[int, dict[str, np.ndarray]] = {}
+        self.tested_rows: list[int] = []  # patch rows the test pass saw (fewer than the split with fast_dev_run)
         self.threshold = 0.5
 
     # the pass
@@ -317,6 +328,7 @@ class TestEvaluation(L.Callback):
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
         self.maps = {}
+        self.tested_rows = []
         self._valid_km2: list[float] = []  # per patch; summed exactly once all are in (the same on any number of processes)
         test_rows = np.array([s.patch for s in datamodule.test_set.samples], dtype=np.int64)
         pixels = store.table["landslide_pixels"].to_numpy()[test_rows]
@@ -340,6 +352,7 @@ class TestEvaluation(L.Callback):
         predicted = (probability >= self.threshold) & valid.bool()
         truth = landslide.bool() & valid.bool()
         index = batch["index"].cpu()
+        self.tested_rows.extend(int(i) for i in index.tolist())
         valid_px = valid.flatten(1).sum(1).cpu().double()
         self._valid_km2.extend(a for a in (valid_px * self.pixel_km2[index]).tolist() if not math.isnan(a))
         busy = (predicted.flatten(1).any(1) | truth.flatten(1).any(1)).cpu().numpy()
@@ -371,12 +384,13 @@ class TestEvaluation(L.Callback):
             # Every process holds the statistics of its own test patches (no patch twice: the data
             # module's unrepeated sampler); gathering them gives every process the whole test set.
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (self.tally, self.maps, self._valid_km2))
-            self.tally, self.maps, self._valid_km2 = ObjectTally(), {}, []
-            for tally, maps, valid_km2 in gathered:
+            torch.distributed.all_gather_object(gathered, (self.tally, self.maps, self._valid_km2, self.tested_rows))
+            self.tally, self.maps, self._valid_km2, self.tested_rows = ObjectTally(), {}, [], []
+            for tally, maps, valid_km2, rows in gathered:
                 self.tally.merge(tally)
                 self.maps.update(maps)
                 self._valid_km2.extend(valid_km2)
+                self.tested_rows.extend(rows)
         self.tally.valid_area_km2 = math.fsum(self._valid_km2)  # correctly rounded: independent of the order
 
     # what the pass leaves
@@ -404,17 +418,19 @@ class TestEvaluation(L.Callback):
         return {"all_landslide": {k: float(v) for k, v in every.items()},
                 "all_background": {k: float(v) for k, v in none.items()}}
 
-    def baseline_sections(self, datamodule: Any, edges: Sequence[float], seed: int) -> dict[str, Any]:
+    def baseline_sections(self, datamodule: Any, edges: Sequence[float] | None, seed: int) -> dict[str, Any]:
         """Best single-band rule and logistic regression: chosen on validation pixels, scored on test.
 
         Validation pixels are drawn uniformly (seeded) down to ``baseline_max_pixels``;
-        test scores use every test pixel and the same object and size-class rules (and edges) as the model.
+        test scores use the test patches the model's pass saw (all of them, unless the trainer
+        limits test batches, e.g. ``fast_dev_run``) and the same object and size-class rules
+        and edges as the model (``edges`` None: the model's test patches hold no object).
         """
         from insarslide.baselines import band_rules, fit_logistic, pixel_table
 
         store, names, band_idx = datamodule.store, list(datamodule.bands), list(datamodule.band_idx)
         val_rows = [s.patch for s in datamodule.val_set.samples]
-        test_rows = [s.patch for s in datamodule.test_set.samples]
+        test_rows = sorted(set(self.tested_rows)) or [s.patch for s in datamodule.test_set.samples]
         total = sum(int(store.views(r)[2].sum()) for r in val_rows)
         keep = min(1.0, self.baseline_max_pixels / max(total, 1))
         rng = np.random.default_rng(seed)
