@@ -240,6 +240,11 @@ def test_console_table_puts_the_model_beside_its_baselines(capsys):
     print_metrics_table(metrics)
     out = capsys.readouterr().out
     assert "coherence <= 0.310" in out and "0.071" in out and "0.048" in out and "0.200" in out
+    # The coherence rule stands beside the chosen rule whenever the run reports it.
+    with_coherence = {**metrics, "baselines": {**metrics["baselines"],
+                                               "coherence": {"rule": "1 - coherence >= 0.69", "iou": 0.05}}}
+    assert [name for name, _ in comparison_rows(with_coherence)][1:3] == [
+        "best single band: coherence <= 0.310", "coherence rule: 1 - coherence >= 0.69"]
     # Without baselines (eval.baselines=false) the model's row stands alone.
     assert len(comparison_rows({**metrics, "baselines": None})) == 1
 
