@@ -26,7 +26,8 @@ import numpy as np
 from scipy import ndimage
 
 from insarslide.atomic import write_json_atomic
-from insarslide.baselines import (band_rules, fit_logistic, local_features, pixel_scores, pixel_table, roc_auc)
+from insarslide.baselines import (band_rules, choose_rule_by_scene_cv, coherence_rule, fit_logistic, local_features,
+                                  pixel_scores, pixel_table, reference_per_scene, roc_auc, scene_medians)
 from insarslide.scene import open_scene
 from insarslide.spec import BANDS
 
@@ -116,16 +117,27 @@ def difficulty_report(paths: Sequence[str | Path], *, patch_size: int = 256, max
     names = scene_features(scenes[0], local_size, median_px)[1]
     held = [(t, s.landslide[s.valid]) for s in held_scenes for t in [scene_features(s, local_size, median_px)[0]]]
     x_held, y_held = _stack(held)
+    n_rule = len(BANDS) + 1  # the seven bands and the coherence contrast
+    # Displacement and unwrapped phase referenced per scene (its median removed; no label used), as in evaluation.
+    scene_fit = np.concatenate([np.full(t.shape[0], s.name) for (t, _), s in zip(fit, fit_scenes, strict=True)])
+    scene_held = np.concatenate([np.full(t.shape[0], s.name) for (t, _), s in zip(held, held_scenes, strict=True)])
+    for x, scene_of in ((x_fit, scene_fit), (x_held, scene_held)):
+        x[:, :n_rule] = reference_per_scene(x[:, :n_rule], scene_of, names[:n_rule],
+                                            scene_medians(x[:, :n_rule], scene_of, names[:n_rule]))
     if not y_fit.any() or not y_held.any():
         raise ValueError("difficulty: the fitting or the held-out scenes hold no landslide pixel; add scenes")
-    n_rule = len(BANDS) + 1  # the seven bands and the coherence contrast
     rules = band_rules(x_fit[:, :n_rule], y_fit, names[:n_rule])
     per_band = {}
     for rule in rules:
         held_scores = pixel_scores(rule.predict(x_held), y_held)
         per_band[rule.name] = {"rule": rule.describe(), "fit_iou": rule.fit_scores.iou, "iou": held_scores.iou,
                                "f1": held_scores.f1, "auc": roc_auc(rule.score(x_held), y_held)}
-    best = max(rules, key=lambda r: r.fit_scores.iou)  # chosen on the fitting scenes, as a user would
+    # Chosen by scene-blocked cross-validation on the fitting scenes, as the evaluation does.
+    chosen = choose_rule_by_scene_cv(x_fit[:, :n_rule], y_fit, scene_fit, names[:n_rule])
+    best = chosen.rule
+    best_held = pixel_scores(best.predict(x_held), y_held)
+    coherence = coherence_rule(x_fit[:, :n_rule], y_fit, names[:n_rule])
+    coherence_held = pixel_scores(coherence.predict(x_held), y_held)
     oracle = max(per_band, key=lambda name: per_band[name]["iou"])  # the best any one band does on held-out
     rng = np.random.default_rng(seed)
     keep = rng.permutation(y_fit.size)[:max_pixels] if y_fit.size > max_pixels else slice(None)
@@ -136,8 +148,10 @@ def difficulty_report(paths: Sequence[str | Path], *, patch_size: int = 256, max
         "scenes": {"fit": [s.name for s in fit_scenes], "held_out": [s.name for s in held_scenes]},
         "pixels": {"fit": int(y_fit.size), "held_out": int(y_held.size), "logistic_fit": int(min(y_fit.size, max_pixels))},
         "bands": per_band,
-        "best_single_band": {"band": best.name, "rule": best.describe(), "iou": per_band[best.name]["iou"],
-                             "auc": per_band[best.name]["auc"]},
+        "best_single_band": {"band": best.name, "rule": best.describe(), "iou": best_held.iou,
+                             "auc": roc_auc(best.score(x_held), y_held), "folds": chosen.folds,
+                             "cv_iou": chosen.cv_iou},
+        "coherence_rule": {"rule": coherence.describe(), "iou": coherence_held.iou, "f1": coherence_held.f1},
         "best_held_out_single_band": {"band": oracle, "iou": per_band[oracle]["iou"]},
         "logistic": {"features": len(lr_columns), "threshold": model.threshold, "fit_iou": model.fit_scores.iou,
                      "iou": lr_held.iou, "f1": lr_held.f1, "auc": roc_auc(model.predict_proba(x_held[:, lr_columns]), y_held)},
@@ -152,8 +166,10 @@ def format_report(report: dict) -> str:
     for name, row in report["bands"].items():
         lines.append(f"{name:<26} {row['rule']:<34} {row['iou']:>12.3f} {row['auc']:>6.3f}")
     b, lr = report["best_single_band"], report["logistic"]
-    lines += ["", f"best single-band rule (chosen on the fitting scenes): {b['rule']}: held-out IoU {b['iou']:.3f}, "
-                  f"AUC {b['auc']:.3f}",
+    lines += ["", f"best single-band rule (chosen by scene-blocked cross-validation on the fitting scenes, "
+                  f"{b['folds']} fold(s)): {b['rule']}: held-out IoU {b['iou']:.3f}, AUC {b['auc']:.3f}",
+              f"coherence rule (1 - coherence): {report['coherence_rule']['rule']}: held-out IoU "
+              f"{report['coherence_rule']['iou']:.3f}",
               f"highest held-out IoU of any single band (an upper bound): {report['best_held_out_single_band']['band']} "
               f"{report['best_held_out_single_band']['iou']:.3f}",
               f"logistic regression ({lr['features']} features: bands + local mean/std): held-out IoU {lr['iou']:.3f}, "

@@ -97,3 +97,56 @@ def test_pixel_table_keeps_valid_pixels_and_names_columns():
     assert table.shape == (3, 6)
     assert table[:, 0].tolist() == [0.0, 2.0, 3.0] and table[:, 1].tolist() == [4.0, 6.0, 7.0]
     assert table[0, 2] == pytest.approx((0 + 2 + 3) / 3)
+
+
+def _two_scenes():
+    """Scenes s1, s2, one landslide pixel each (the first). Band a carries a scene offset: s1 [5, 0, 0, 0],
+    s2 [15, 4, 4, 4]; band b: s1 [1, 9, 8, 2], s2 [2, 8, 9, 7]."""
+    a = np.array([5, 0, 0, 0, 15, 4, 4, 4], float)
+    b = np.array([1, 9, 8, 2, 2, 8, 9, 7], float)
+    labels = np.array([1, 0, 0, 0, 1, 0, 0, 0], bool)
+    scenes = np.array(["s1"] * 4 + ["s2"] * 4)
+    return np.column_stack([a, b]), labels, scenes
+
+
+def test_scene_blocked_cross_validation_by_hand():
+    from insarslide.baselines import choose_rule_by_scene_cv
+
+    x, y, scenes = _two_scenes()
+    chosen = choose_rule_by_scene_cv(x, y, scenes, ["a", "b"], folds=5, thresholds=np.arange(0, 16))
+    assert chosen.folds == 2  # two scenes: two folds
+    # a >=: fitted on s2 -> a >= 15 (highest of the tied 5..15), misses s1's 5; fitted on s1 -> a >= 5, finds
+    # s2's 15 and none of its 4s. Pooled TP 1, FP 0, FN 1: 1/2 (on the pooled pixels a >= 5 would score 1).
+    assert chosen.cv_iou["a >="] == pytest.approx(1 / 2)
+    # a <=: on s2 only a <= 15 finds the landslide (1/4), applied to s1: TP 1, FP 3; on s1 a <= 5 (highest of
+    # the tied), applied to s2: FP 3, FN 1. Pooled TP 1, FP 6, FN 1: 1/8.
+    assert chosen.cv_iou["a <="] == pytest.approx(1 / 8)
+    # b <=: on s2 b <= 2, applied to s1 (1 and 2): TP 1, FP 1; on s1 b <= 1, applied to s2: FN 1. 1/3.
+    assert chosen.cv_iou["b <="] == pytest.approx(1 / 3)
+    # The winner is refitted on every pixel: a >= 5 separates both scenes.
+    assert chosen.rule.describe() == "a >= 5" and chosen.rule.fit_scores.iou == 1.0
+
+
+def test_displacement_is_referenced_per_scene_and_counted_once_with_the_phase():
+    from insarslide.baselines import reference_per_scene, rule_columns, scene_medians
+
+    x, _, scenes = _two_scenes()
+    names = ["displacement", "coherence"]
+    medians = scene_medians(x, scenes, names)
+    # Medians of [5, 0, 0, 0] and [15, 4, 4, 4]: 0 and 4. Coherence is never referenced.
+    assert medians == {"s1": {"displacement": 0.0}, "s2": {"displacement": 4.0}}
+    referenced = reference_per_scene(x, scenes, names, medians)
+    assert referenced[:, 0].tolist() == [5, 0, 0, 0, 11, 0, 0, 0] and referenced[:, 1].tolist() == x[:, 1].tolist()
+    assert rule_columns(["displacement", "unwrapped_phase", "coherence"]) == [0, 2]
+    assert rule_columns(["unwrapped_phase", "coherence"]) == [0, 1]  # without displacement the phase stands for it
+    with pytest.raises(ValueError, match="scene s3"):
+        reference_per_scene(x[:1], np.array(["s3"]), names, medians)
+
+
+def test_coherence_rule_is_one_minus_coherence():
+    from insarslide.baselines import coherence_rule
+
+    x = np.array([[0.1], [0.3], [0.8], [0.9]])
+    rule = coherence_rule(x, np.array([1, 1, 0, 0]), ["coherence"])
+    assert rule.describe() == "coherence <= 0.3" and rule.fit_scores.iou == 1.0
+    assert rule.predict(np.array([[0.29], [0.31]])).tolist() == [True, False]

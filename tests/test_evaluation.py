@@ -1,5 +1,7 @@
 """Object and size-class metrics on hand-made masks; every expected value is worked out by hand below."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,7 @@ def test_size_classes_and_objects_with_fixed_edges_by_hand():
     small, medium, large = out["size_classes"]["classes"]
     assert out["size_classes"]["edges_px"] == [2.0, 5.0] and out["size_classes"]["edges_from"] == "config"
     # A (2 px) is medium (2 <= area <= 5), B (6 px) is large; no small object.
-    assert small["objects"] == 0 and small["pixels"] == 0 and small["recall"] == 0
+    assert small["objects"] == 0 and small["pixels"] == 0 and small["recall"] is None  # no object: no rate
     # medium: TP 1, FP 1, FN 1 -> precision 1/2, recall 1/2, F1 1/2, IoU 1/3.
     assert (medium["tp"], medium["fp"], medium["fn"]) == (1, 1, 1)
     assert medium["precision"] == pytest.approx(0.5) and medium["recall"] == pytest.approx(0.5)
@@ -147,32 +149,76 @@ def test_trivial_predictors_by_hand():
     assert trivial["all_background"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "iou": 0.0}
 
 
-def test_object_statistics_in_worker_processes_match_hand_count():
-    """Masks travel bit-packed to forked workers; the answer must be the hand-worked one.
+def two_tile_scene():
+    """A 4 x 8 scene tiled into two 4 x 4 patches at columns 0 and 4 (stored positions), 100 m2 pixels.
 
-    Patch 0 (5 x 10): a 2 x 2 landslide at rows 0-1, cols 0-1, predicted on 3 of its
-    pixels, plus a predicted 1 x 2 region at row 4, cols 8-9 touching no landslide
-    (a false alarm, 2 FP pixels, nearest object 0). Patch 1: nothing at all.
+    Label: one landslide L at rows 1-2, cols 2-5 (8 px), crossing the tile edge at column 4; a 1 px
+    landslide T at (3, 0). Column 3 is invalid in every row, so the valid mask cuts L into cols 2 and
+    4-5 (6 valid px): per patch, after masking, L would be two objects.
+    Predicted: (1,2), (1,4), (2,4) on L (3 hits of 6); (3,0) on T; (3,7) on nothing (a false alarm).
     """
+    import pandas as pd
+
+    from insarslide.evaluation import SceneMosaic
+
+    landslide = np.zeros((4, 8), np.uint8)
+    landslide[1:3, 2:6] = 1
+    landslide[3, 0] = 1
+    valid = np.ones((4, 8), np.uint8)
+    valid[:, 3] = 0
+    predicted = np.zeros((4, 8), bool)
+    for r, c in [(1, 2), (1, 4), (2, 4), (3, 0), (3, 7)]:
+        predicted[r, c] = True
+    table = pd.DataFrame({"event_id": ["e", "e"], "row": [0, 0], "col": [0, 4]})
+    mosaic = SceneMosaic(table, 4, [0, 1], np.full(2, 1e-4))
+    for patch, col in ((1, 4), (0, 0)):  # any order
+        mosaic.add(patch, landslide[:, col:col + 4], valid[:, col:col + 4], predicted[:, col:col + 4])
+    return mosaic
+
+
+def test_a_landslide_cut_by_the_valid_mask_and_a_tile_edge_counts_once():
+    mosaic = two_tile_scene()
+    grid = mosaic.grids["e"]
+    assert grid.covered.all() and int(grid.valid.sum()) == 28 and grid.pixel_m2 == pytest.approx(100.0)
+    everything = mosaic.tally()  # no minimum mapping unit: L and T
+    assert everything.arrays()["area"].tolist() == [8, 1] and everything.arrays()["valid_area"].tolist() == [6, 1]
+    # MMU 2 px: T is no object; its predicted pixel is no false positive (it is labelled).
+    tally = mosaic.tally(min_px=2)
+    a = tally.arrays()
+    assert a["area"].tolist() == [8] and a["valid_area"].tolist() == [6] and a["tp"].tolist() == [3]
+    assert a["fp"].tolist() == [1] and tally.unassigned_fp == 0  # (3,7), nearest object L
+    # The same unit in m2: 150 m2 / 100 m2 per pixel = 1.5 px drops T too.
+    assert mosaic.tally(min_m2=150.0).arrays()["area"].tolist() == [8]
+    out = object_sections(tally, edges=[5, 10], overlap=0.5)
+    small, medium, large = out["size_classes"]["classes"]
+    # L (8 px before masking) is medium; TP 3, FP 1, FN 3 of its 6 valid px; covered 3/6 = 0.5: detected.
+    assert (medium["objects"], medium["pixels"], medium["tp"], medium["fp"], medium["fn"]) == (1, 6, 3, 1, 3)
+    assert medium["iou"] == pytest.approx(3 / 7) and medium["detected"] == 1 and medium["false_alarms"] == 1
+    assert out["objects"]["objects"] == 1 and out["objects"]["false_alarms"] == 1
+
+
+def test_minimum_mapping_unit_in_m2_needs_a_known_pixel_area():
+    from insarslide.evaluation import min_object_pixels
+
+    assert min_object_pixels(2, 150.0, 100.0, "e") == 2.0 and min_object_pixels(1, 450.0, 100.0, "e") == 4.5
+    with pytest.raises(ValueError, match="min_object_m2.*scene e"):
+        min_object_pixels(0, 100.0, float("nan"), "e")
+
+
+def test_scene_objects_in_worker_processes_match_the_inline_count():
     from concurrent.futures import ProcessPoolExecutor
 
-    from insarslide.evaluation import _objects_of_batch, object_pool
+    from insarslide.evaluation import object_pool
 
-    truth = np.zeros((2, 5, 10), bool)
-    truth[0, 0:2, 0:2] = True
-    predicted = np.zeros_like(truth)
-    predicted[0, 0, 0:2] = predicted[0, 1, 0] = True
-    predicted[0, 4, 8:10] = True
+    mosaic = two_tile_scene()
+    mosaic.grids["f"] = mosaic.grids["e"]  # a second scene, so that the pool has two jobs
     pool = object_pool(2, "process")
     try:
         assert isinstance(pool, ProcessPoolExecutor)
-        result = pool.submit(_objects_of_batch, np.packbits(predicted, axis=-1), np.packbits(truth, axis=-1), 10).result()
+        pooled = mosaic.tally(min_px=2, pool=pool).arrays()
     finally:
         pool.shutdown()
-    first, second = result
-    assert first.area.tolist() == [4] and first.tp.tolist() == [3] and first.fp.tolist() == [2]
-    assert first.false_alarm_nearest.tolist() == [0] and first.unassigned_fp == 0
-    assert second.area.size == 0 and second.false_alarm_nearest.size == 0 and second.unassigned_fp == 0
+    assert pooled["area"].tolist() == [8, 8] and pooled["tp"].tolist() == [3, 3] and pooled["fp"].tolist() == [1, 1]
     assert object_pool(0) is None
     with pytest.raises(ValueError, match="eval.pool"):
         object_pool(2, "gpu")
@@ -194,5 +240,80 @@ def test_console_table_puts_the_model_beside_its_baselines(capsys):
     print_metrics_table(metrics)
     out = capsys.readouterr().out
     assert "coherence <= 0.310" in out and "0.071" in out and "0.048" in out and "0.200" in out
+    # The coherence rule stands beside the chosen rule whenever the run reports it.
+    with_coherence = {**metrics, "baselines": {**metrics["baselines"],
+                                               "coherence": {"rule": "1 - coherence >= 0.69", "iou": 0.05}}}
+    assert [name for name, _ in comparison_rows(with_coherence)][1:3] == [
+        "best single band: coherence <= 0.310", "coherence rule: 1 - coherence >= 0.69"]
     # Without baselines (eval.baselines=false) the model's row stands alone.
     assert len(comparison_rows({**metrics, "baselines": None})) == 1
+
+
+def test_no_object_anywhere_leaves_the_sections_present_and_empty():
+    """Nothing to classify: edges null (no percentiles of nothing), every class 0 objects with null rates."""
+    tally = ObjectTally(valid_area_km2=1.0)
+    predicted = np.zeros((8, 8), bool)
+    predicted[0, 0:2] = True  # one false alarm of 2 px in a patch without any landslide
+    tally.add(patch_objects(np.zeros((8, 8)), predicted, np.ones((8, 8))))
+    out = object_sections(tally, edges=None)
+    assert out["size_classes"]["edges_px"] is None and out["size_classes"]["edges_from"] == "percentiles"
+    for cls in out["size_classes"]["classes"]:
+        assert (cls["objects"], cls["pixels"], cls["tp"], cls["fp"], cls["fn"], cls["detected"]) == (0,) * 6
+        assert cls["precision"] is cls["recall"] is cls["f1"] is cls["iou"] is cls["detection_rate"] is None
+        assert cls["false_alarms"] == 0
+    assert out["size_classes"]["unassigned_fp"] == 2 and out["size_classes"]["unassigned_false_alarms"] == 1
+    assert out["objects"]["objects"] == 0 and out["objects"]["detection_rate"] is None
+    assert out["objects"]["false_alarms"] == 1 and out["objects"]["false_alarms_per_km2"] == 1.0
+    # Fixed edges stay as configured, the classes still empty.
+    fixed = object_sections(tally, edges=[156, 1043])
+    assert fixed["size_classes"]["edges_px"] == [156.0, 1043.0]
+    assert [c["objects"] for c in fixed["size_classes"]["classes"]] == [0, 0, 0]
+
+
+@pytest.fixture(scope="module")
+def patches_with_a_landslide_free_test_scene(scenes_dir, tmp_path_factory):
+    """The four shared simulated scenes plus one scene without any landslide.
+
+    Returns the patch root, the landslide-free event and a validation event with landslides."""
+    import shutil
+
+    from conftest import TEST_PATCH, simulator_config
+    from data_prep.patches import build_patches, find_scenes
+    from data_prep.simulate import simulate_dataset
+
+    scenes = tmp_path_factory.mktemp("scenes_one_without_landslides")
+    for path in find_scenes(scenes_dir):
+        shutil.copy(path, scenes / Path(path).name)
+    free = tmp_path_factory.mktemp("landslide_free")
+    simulate_dataset(simulator_config(n_scenes=1, size=[150, 200], seed=5, landslides={"density_per_km2": 0.0}),
+                     free, progress=False)
+    (scene,) = find_scenes(free)
+    shutil.copy(scene, scenes / Path(scene).name)
+    out = tmp_path_factory.mktemp("patches_one_without_landslides")
+    report = build_patches(find_scenes(scenes), out, patch_size=TEST_PATCH, n_jobs=1, progress=False)
+    assert not report.failures
+    return out, Path(scene).stem, sorted(Path(p).stem for p in find_scenes(scenes_dir))[0]
+
+
+def test_fast_dev_run_on_a_test_scene_without_landslides_writes_empty_object_sections(
+        tmp_path, patches_with_a_landslide_free_test_scene):
+    """The model's test pass sees no object while validation holds landslides: the baselines used to
+    crash on edges [nan, nan]; now every section is present, empty and null where a rate has no meaning."""
+    import json
+
+    from conftest import compose_train
+    from insarslide.train import train
+
+    root, free_event, val_event = patches_with_a_landslide_free_test_scene
+    cfg = compose_train(["model=unet_r18", "++trainer.fast_dev_run=true", "eval.figures=false", "split=region",
+                         f"split.test_events=[{free_event}]", f"split.val_events=[{val_event}]"], tmp_path, root)
+    train(cfg)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    sizes, objects = written["size_classes"], written["objects"]
+    assert sizes["edges_px"] is None and [c["name"] for c in sizes["classes"]] == ["small", "medium", "large"]
+    assert all(c["objects"] == 0 and c["iou"] is None and c["detection_rate"] is None for c in sizes["classes"])
+    assert objects["objects"] == 0 and objects["detected"] == 0 and objects["detection_rate"] is None
+    for name in ("best_single_band", "logistic_regression"):  # chosen on validation, scored on the empty test
+        baseline = written["baselines"][name]
+        assert baseline["size_classes"]["edges_px"] is None and baseline["objects"]["objects"] == 0
+        assert baseline["recall"] == 0.0  # no landslide pixel to find: TP 0, FN 0

@@ -268,3 +268,137 @@ def pixel_table(bands: np.ndarray, valid: np.ndarray, names: Sequence[str], loca
         stack = np.concatenate([b, local_features(b, v, local_size)])
         columns += [f"{n}_mean{local_size}" for n in names] + [f"{n}_std{local_size}" for n in names]
     return stack[:, v].T, columns
+
+
+# ------------------------------------------------------------------ fair rules: referenced bands, one family, scene-blocked CV
+# Displacement and unwrapped phase carry an arbitrary offset per scene (integration constant,
+# atmosphere, ramp): a global threshold on them fires on whichever scene is offset most. They are
+# referenced per scene (its median removed) before any rule sees them.
+REFERENCED_BANDS = ("displacement", "unwrapped_phase")
+# Unwrapped phase is displacement times a constant: one band family, counted once (as its first member).
+BAND_FAMILIES = {"unwrapped_phase": "displacement"}
+COHERENCE = "coherence"
+
+
+def scene_medians(features: np.ndarray, scenes: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Median of each referenced band per scene over the given pixels (finite values only)."""
+    x, _ = _table(features)
+    scenes = np.asarray(scenes).astype(str)
+    if scenes.shape != (x.shape[0],):
+        raise ValueError(f"scenes: expected one scene id per pixel ({x.shape[0]}), got shape {scenes.shape}")
+    medians: dict[str, dict[str, float]] = {}
+    for scene in np.unique(scenes):
+        rows = scenes == scene
+        medians[str(scene)] = {}
+        for c, name in enumerate(names):
+            if name in REFERENCED_BANDS:
+                values = x[rows, c]
+                values = values[np.isfinite(values)]
+                medians[str(scene)][name] = float(np.median(values)) if values.size else 0.0
+    return medians
+
+
+def reference_per_scene(features: np.ndarray, scenes: np.ndarray, names: Sequence[str],
+                        medians: dict[str, dict[str, float]]) -> np.ndarray:
+    """A copy of the pixel table with each referenced band's scene median removed (other columns unchanged)."""
+    x, _ = _table(features)
+    x = x.copy()
+    scenes = np.asarray(scenes).astype(str)
+    for scene in np.unique(scenes):
+        if scene not in medians:
+            raise ValueError(f"scene {scene}: no median of {list(REFERENCED_BANDS)} to reference it by")
+        rows = scenes == scene
+        for c, name in enumerate(names):
+            if name in medians[scene]:
+                x[rows, c] -= medians[scene][name]
+    return x
+
+
+def rule_columns(names: Sequence[str]) -> list[int]:
+    """Columns a single-band rule may use: one per band family (unwrapped phase only without displacement)."""
+    present = set(names)
+    return [c for c, name in enumerate(names) if BAND_FAMILIES.get(name) not in present]
+
+
+def scene_folds(scenes: np.ndarray, folds: int) -> np.ndarray:
+    """Fold of each pixel: the sorted scene ids are dealt round-robin into ``min(folds, scenes)`` folds."""
+    ids = np.asarray(scenes).astype(str)
+    unique = np.unique(ids)
+    if unique.size < 2:
+        raise ValueError(f"scene-blocked cross-validation needs at least two scenes, got {unique.size}")
+    k = min(int(folds), unique.size)
+    if k < 2:
+        raise ValueError(f"baseline folds must be at least 2, got {folds}")
+    fold_of = {scene: i % k for i, scene in enumerate(unique)}
+    return np.array([fold_of[s] for s in ids], dtype=np.int64)
+
+
+@dataclass
+class ChosenRule:
+    """The single-band rule chosen by scene-blocked cross-validation, and every candidate's CV score."""
+
+    rule: SingleBandRule       # band and direction chosen by CV IoU, threshold refitted on all the pixels
+    cv_iou: dict[str, float]   # per "band direction" candidate (">=" or "<="): IoU pooled over the held-out folds
+    folds: int
+
+
+def choose_rule_by_scene_cv(features: np.ndarray, labels: np.ndarray, scenes: np.ndarray, names: Sequence[str],
+                            folds: int = 5, thresholds: int | np.ndarray = DEFAULT_THRESHOLDS,
+                            metric: str = "iou") -> ChosenRule:
+    """Band and direction by IoU on held-out scenes (thresholds fitted on the other folds); then refit.
+
+    Each candidate (a band of :func:`rule_columns`, high or low values meaning
+    landslide) has its threshold fitted on all folds but one and applied to
+    that one; TP, FP and FN are summed over the held-out folds, and the
+    candidate with the best pooled ``metric`` wins (the first on ties). Its
+    threshold is then refitted on all the pixels. With a single scene there is
+    nothing to hold out: the candidates are compared on the pixels they are
+    fitted on, and ``folds`` is 1.
+    """
+    x, y = _table(features, labels)
+    if np.unique(np.asarray(scenes).astype(str)).size < 2:  # nothing to hold out: chosen on the pixels themselves
+        fold, k = np.zeros(x.shape[0], dtype=np.int64), 1
+    else:
+        fold = scene_folds(scenes, folds)
+        k = int(fold.max()) + 1
+    cv: dict[str, float] = {}
+    best: tuple[float, int, int] | None = None
+    for c in rule_columns(names):
+        for direction in (1, -1):
+            column = direction * x[:, c]
+            if not np.isfinite(column).any():
+                continue
+            cand = thresholds if isinstance(thresholds, (int, np.integer)) else direction * np.asarray(thresholds)
+            counts = np.zeros(3, dtype=np.int64)
+            for f in range(k):
+                fit, held = (fold != f, fold == f) if k > 1 else (fold == f, fold == f)
+                if not np.isfinite(column[fit]).any():
+                    continue
+                t, _ = sweep_thresholds(column[fit], y[fit], cand, metric)
+                with np.errstate(invalid="ignore"):
+                    hit = column[held] >= t
+                counts += [(hit & y[held]).sum(), (hit & ~y[held]).sum(), (~hit & y[held]).sum()]
+            tp, fp, fn = (torch.tensor(int(v)) for v in counts)
+            value = float(scores_from_counts(tp, fp, fn)[metric])
+            cv[f"{names[c]} {'>=' if direction > 0 else '<='}"] = value
+            if best is None or value > best[0]:
+                best = (value, c, direction)
+    if best is None:
+        raise ValueError("features: no band has a finite value")
+    _, c, direction = best
+    t, s = sweep_thresholds(direction * x[:, c], y,
+                            thresholds if isinstance(thresholds, (int, np.integer)) else direction * np.asarray(thresholds),
+                            metric)
+    return ChosenRule(SingleBandRule(str(names[c]), c, direction * t, direction, s), cv, k)
+
+
+def coherence_rule(features: np.ndarray, labels: np.ndarray, names: Sequence[str],
+                   thresholds: int | np.ndarray = DEFAULT_THRESHOLDS, metric: str = "iou") -> SingleBandRule:
+    """The physical rule every InSAR landslide map rests on: landslide where ``1 - coherence >= t``."""
+    x, y = _table(features, labels)
+    if COHERENCE not in names:
+        raise ValueError(f"names: no {COHERENCE!r} column among {list(names)}")
+    c = list(names).index(COHERENCE)
+    cand = thresholds if isinstance(thresholds, (int, np.integer)) else -np.asarray(thresholds)
+    t, s = sweep_thresholds(-x[:, c], y, cand, metric)
+    return SingleBandRule(COHERENCE, c, -t, -1, s)

@@ -100,6 +100,8 @@ def comparison_rows(metrics: dict) -> list[tuple[str, dict]]:
     baselines = metrics.get("baselines") or {}
     if "best_single_band" in baselines:
         rows.append((f"best single band: {baselines['best_single_band']['rule']}", baselines["best_single_band"]))
+    if "coherence" in baselines:
+        rows.append((f"coherence rule: {baselines['coherence']['rule']}", baselines["coherence"]))
     if "logistic_regression" in baselines:
         rows.append(("logistic regression on the bands", baselines["logistic_regression"]))
     if "all_landslide" in baselines:
