@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,10 @@ def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         # The Hydra node carries runtime.choices, the strategy names train() records.
         return compose(config_name="train", overrides=base + list(overrides), return_hydra_config=True)
+
+
+def worktree_env(**extra: str) -> dict:
+    """Environment for a subprocess that must import this checkout's packages (src/insarslide and data_prep),
+    not an installed copy, whatever folder it runs in."""
+    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}

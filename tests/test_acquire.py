@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, worktree_env
 from fake_cdse import PASSWORD, USERNAME, FakeCdse, iburi_catalogue, safe_zip
 from shapely.geometry import box
 
@@ -538,7 +538,7 @@ def test_orbit_fetch_http_failure_is_one_line_and_exit_1(cdse, tmp_path, monkeyp
 
 def _cli(cdse: FakeCdse, tmp_path: Path, *args: str, password: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDSE_")}
-    env |= {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "HOME": str(tmp_path / "home")}
+    env |= {"PYTHONPATH": worktree_env()["PYTHONPATH"], "HOME": str(tmp_path / "home")}
     if password:
         env |= {"CDSE_USERNAME": USERNAME, "CDSE_PASSWORD": PASSWORD}
     urls = cdse.overrides()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_train
+from conftest import REPO, compose_train, worktree_env
 from insarslide.checkpoints import (
     RECORD_KEY,
     CheckpointError,
@@ -278,7 +278,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     # A 400 MB checkpoint takes long enough to write that the kill lands in the middle of it.
     code = ("import sys, torch; from insarslide.checkpoints import save_checkpoint_atomic; "
             "save_checkpoint_atomic({'state_dict': {'w': torch.ones(100_000_000)}}, sys.argv[1])")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = worktree_env()
     child = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     partial = []

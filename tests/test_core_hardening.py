@@ -11,7 +11,7 @@ import hydra
 import numpy as np
 import pytest
 
-from conftest import REPO, TEST_PATCH, compose_train, simulator_config
+from conftest import REPO, TEST_PATCH, compose_train, simulator_config, worktree_env
 
 
 def _first_batch(cfg):
@@ -164,12 +164,12 @@ def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path):
     out = tmp_path / "scenes"
     done = subprocess.run([sys.executable, "-m", "data_prep.simulate", f"out_dir={out}", "n_scenes=1", "size=[32,32]"],
                           cwd=work, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": f"{REPO}"})
+                          env=worktree_env())
     assert done.returncode == 0, done.stderr[-2000:]
     patches = tmp_path / "patches"
     done = subprocess.run([sys.executable, "-m", "data_prep.patches", f"scenes_dir={out}", f"out_dir={patches}",
                            "patch_size=32", "progress=false", "n_jobs=1"], cwd=work, capture_output=True, text=True,
-                          timeout=300, env={**__import__("os").environ, "PYTHONPATH": f"{REPO}"})
+                          timeout=300, env=worktree_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert list(work.iterdir()) == []  # no outputs/DATE/TIME in the user's working directory
     assert list((out / ".logs").glob("*/.hydra/config.yaml"))

@@ -21,7 +21,7 @@ from conftest import REPO, compose_train
 from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
 from insarslide.patchstore import PatchStore
 from insarslide.train import train
-from test_training import worktree_env
+from conftest import worktree_env
 
 RUN = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
        "sampler=uniform", "model=unet_r34", "model.net.encoder_name=mit_b0", "+model.net.decoder_use_norm=false",

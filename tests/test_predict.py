@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
-from conftest import CONF, REPO
+from conftest import CONF, REPO, worktree_env
 from data.scenes import PIXEL_M, make_scene, position_bands
 from pyproj import Geod
 from rio_cogeo.cogeo import cog_validate
@@ -420,7 +420,7 @@ def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tm
     out = tmp_path / "maps"
     common = [sys.executable, str(REPO / "predict.py"), f"checkpoint={ckpt}", f"scenes={scenes}/*.nc",
               f"output_dir={out}", "window.tile_size=64", "progress=false"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}  # this checkout's code
+    env = worktree_env()  # this checkout's code
     done = subprocess.run(common[:2] + ["-m"] + common[2:] + ["num_shards=2", "shard=0,1"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode != 0

@@ -15,6 +15,7 @@ from data_prep.process import PairError, find_pair, process_numpy_pair
 from insarslide.scene import open_scene, validate_scene
 from insarslide.spec import BANDS, S1_WAVELENGTH_M
 from test_snap_chain import process_config
+from conftest import worktree_env
 
 LOOKS_AZ, LOOKS_RG = 2, 8
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_find_pair_orders_by_acquisition_date(tmp_path):
 def test_cli_numpy_backend_logs_next_to_outputs(tmp_path):
     make_pair(tmp_path / "lombok_2018.nc", blocks=(8, 8))
     out = tmp_path / "processed"
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}  # run from tmp_path, this checkout's code
+    env = worktree_env()  # run from tmp_path, this checkout's code
     done = subprocess.run([sys.executable, "-m", "data_prep.process", "backend=numpy",
                            f"pair={tmp_path / 'lombok_2018.nc'}", f"out_dir={out}"],  # event: the file's name
                           capture_output=True, text=True, cwd=tmp_path, env=env)

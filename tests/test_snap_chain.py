@@ -16,6 +16,7 @@ from data_prep.snap.chain import DiskSpaceError, run_event
 from data_prep.snap.runners import SnapError
 from insarslide.scene import open_scene, validate_scene
 from insarslide.spec import BANDS, S1_WAVELENGTH_M
+from conftest import worktree_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -220,7 +221,7 @@ def test_events_in_parallel_through_the_hydra_joblib_launcher(tmp_path, fake_gpt
         folder.mkdir(parents=True)
         for i, day in enumerate(dates):
             (folder / f"S1A_IW_SLC__1SDV_{day}T102133_{day}T102200_043500_053000_000{i}.zip").write_bytes(day.encode())
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    env = worktree_env()
     done = subprocess.run([sys.executable, "-m", "data_prep.process", "-m", "event=lombok_2018,iburi_2018",
                            f"slc_dir={tmp_path / 'slc'}", f"out_dir={tmp_path / 'out'}"],
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)

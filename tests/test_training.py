@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, compose_train
+from conftest import REPO, compose_train, worktree_env
 from insarslide.checkpoints import load_checkpoint, load_module
 from insarslide.normalization import band_statistics
 from insarslide.patchstore import PatchStore
 from insarslide.train import train
-
-def worktree_env(**extra: str) -> dict:
-    """Environment for a subprocess that must import this checkout's package (not an installed copy)."""
-    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
-
 
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
 METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "oversample",
