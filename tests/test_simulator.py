@@ -505,3 +505,44 @@ def test_inventory_with_runout_other_dates_and_large_misregistration():
     for index in range(4):
         dy, dx = simulate_scene(cfg, index)[1]["label_shift_px"]
         assert 3 - 0.71 <= np.hypot(dy, dx) <= 6 + 0.71
+
+
+# ---- the two simulator experiments (issue 22, item 5): they compose, sweep what they say, and a tiny job trains ----
+
+EXPERIMENTS = {  # experiment -> (the sweep's axes, one job's overrides, what that job's simulator must hold)
+    "sigma_vs_misregistration": ({"misregistration": ["px0", "px1_3", "px3_6"], "smoothing.sigma": ["0", "3", "5"]},
+                                 ["misregistration=px3_6", "smoothing.sigma=5"],
+                                 {"inventory.misregistration_px": [3, 6]}),
+    "signal_strength": ({"signal": ["weak", "medium", "strong"], "model": ["unet_r34", "segformer_b2"]},
+                        ["signal=weak", "model=segformer_b2"],
+                        {"landslides.coherence_loss": [0.05, 0.25], "landslides.scar_intensity_db": [-0.25, 0.25]}),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_simulator_experiment_composes_sweeps_and_a_tiny_job_trains(experiment, tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from conftest import compose_train
+    from insarslide.train import train
+
+    axes, job, expected = EXPERIMENTS[experiment]
+    tiny = [f"experiment={experiment}", *job, f"paths.data_dir={tmp_path}/data", "++trainer.fast_dev_run=true",
+            "scales.cpu.n_scenes=5", "scales.cpu.size=[128,128]", "scales.cpu.patch_size=64", "scales.cpu.crop_size=32",
+            "data.builder.settings.n_jobs=1", "data.builder.settings.landslides.density_per_km2=2.0"]
+    cfg = compose_train(tiny, tmp_path / "run")
+    sweep = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert sweep == axes  # 9 and 6 jobs from one command line
+    settings = OmegaConf.to_container(cfg.data.builder.settings, resolve=True)
+    for dotted, value in expected.items():
+        section, key = dotted.split(".")
+        assert settings[section][key] == value
+    assert settings["seed"] == 7 and cfg.seed == 42  # the data set's seed is not the training seed
+    gpu = compose_train([f"experiment={experiment}", "scale=gpu"], tmp_path / "gpu")
+    assert gpu.data.builder.settings.n_scenes == 240 and gpu.sampler.epoch_length == 4000 and gpu.trainer.max_epochs == 60
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["iou"] <= 1.0 and metrics["sigma"] == float(cfg.smoothing.sigma)
+    assert len(list((tmp_path / "data").glob(f"{experiment}/cpu/*/scenes/*.nc"))) == 5
