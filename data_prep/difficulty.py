@@ -11,7 +11,8 @@ the evaluation tables report). The report gives their IoU and ROC AUC on the
 held-out half, plus what the labels look like: connected-region areas against
 the thesis's size classes (156 and 1043 px), the share of tiles holding
 landslides, and the landslide pixel share. A model that does not beat these
-rules has learnt nothing a threshold could not do.
+rules has learnt nothing a threshold could not do. Scenes of several simulator
+regimes (attribute ``simulator_regime``) also get the report of each regime.
 """
 
 from __future__ import annotations

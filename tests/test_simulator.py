@@ -546,3 +546,23 @@ def test_simulator_experiment_composes_sweeps_and_a_tiny_job_trains(experiment, 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert 0.0 <= metrics["iou"] <= 1.0 and metrics["sigma"] == float(cfg.smoothing.sigma)
     assert len(list((tmp_path / "data").glob(f"{experiment}/cpu/*/scenes/*.nc"))) == 5
+
+
+def test_regimes_preset_composes_and_mixes_every_regime_and_inventory():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        mixed = OmegaConf.to_container(compose("simulate", overrides=["simulate@_global_=regimes"]), resolve=False)
+        default = OmegaConf.to_container(compose("simulate"), resolve=False)
+    assert set(mixed["regimes"]["weights"]) == {"hillslope", "vegetated", "arid", "coseismic", "slow"}
+    assert all(w > 0 for w in mixed["regimes"]["weights"].values())
+    assert all(w > 0 for w in mixed["inventories"]["weights"].values())
+    # the default draws one regime and one inventory: the scenes every other figure was measured on
+    assert [k for k, w in default["regimes"]["weights"].items() if w] == ["hillslope"]
+    assert [k for k, w in default["inventories"]["weights"].items() if w] == ["typical"]
+    drawn = {simulate.event_settings(dict(mixed, seed=0), i)[1:] for i in range(200)}
+    assert {r for r, _ in drawn} == set(mixed["regimes"]["weights"])
+    assert {p for _, p in drawn} == set(mixed["inventories"]["weights"])
