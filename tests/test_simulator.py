@@ -566,3 +566,22 @@ def test_regimes_preset_composes_and_mixes_every_regime_and_inventory():
     drawn = {simulate.event_settings(dict(mixed, seed=0), i)[1:] for i in range(200)}
     assert {r for r, _ in drawn} == set(mixed["regimes"]["weights"])
     assert {p for _, p in drawn} == set(mixed["inventories"]["weights"])
+
+
+def test_report_groups_a_simulator_sweep_by_its_swept_level(tmp_path):
+    # Two jobs of sigma_vs_misregistration as Hydra leaves them: the level comes from .hydra/overrides.yaml.
+    import json
+
+    from insarslide.report import collect_runs, summarise
+
+    for job, (level, iou) in enumerate((("px0", 0.5), ("px3_6", 0.25))):
+        run = tmp_path / str(job)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- misregistration={level}\n- smoothing.sigma=3\n- experiment=sigma_vs_misregistration\n")
+        (run / "metrics.json").write_text(json.dumps({"model": "unet_r18", "sigma": 3.0, "seed": 42, "iou": iou,
+                                                      "f1": 2 * iou / (1 + iou), "recall": iou, "precision": 1.0}))
+    table, _, failed = collect_runs(tmp_path)
+    assert not failed and "experiment" not in table and sorted(table["misregistration"]) == ["px0", "px3_6"]
+    summary = summarise(table, by=["misregistration", "sigma"])
+    assert dict(zip(summary["misregistration"], summary["iou"])) == {"px0": 0.5, "px3_6": 0.25}
