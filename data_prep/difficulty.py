@@ -11,7 +11,8 @@ the evaluation tables report). The report gives their IoU and ROC AUC on the
 held-out half, plus what the labels look like: connected-region areas against
 the thesis's size classes (156 and 1043 px), the share of tiles holding
 landslides, and the landslide pixel share. A model that does not beat these
-rules has learnt nothing a threshold could not do.
+rules has learnt nothing a threshold could not do. Scenes of several simulator
+regimes (attribute ``simulator_regime``) also get the report of each regime.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from insarslide.spec import BANDS
 THESIS_SIZE_CLASSES_PX = (156, 1043)  # the thesis's small / medium / large bounds (Figure 6.3)
 CONTRAST = "coherence - local median"
 EIGHT_CONNECTED = np.ones((3, 3), bool)
+REGIME_ATTR = "simulator_regime"  # written by data_prep.simulate
 
 
 @dataclass
@@ -42,6 +44,7 @@ class SceneArrays:
     bands: np.ndarray  # (7, H, W) float32, canonical band order
     landslide: np.ndarray  # (H, W) bool
     valid: np.ndarray  # (H, W) bool
+    regime: str = ""  # the simulator's regime (attribute simulator_regime); "" for other scenes
 
 
 def load_scene(path: str | Path) -> SceneArrays:
@@ -49,7 +52,8 @@ def load_scene(path: str | Path) -> SceneArrays:
     with open_scene(path, require_labels=True) as scene:
         h, w = scene.shape
         bands, landslide, valid = scene.read_window(0, h, 0, w)
-    return SceneArrays(Path(path).name, bands, landslide.astype(bool), valid.astype(bool))
+        regime = str(scene.attrs.get(REGIME_ATTR, ""))
+    return SceneArrays(Path(path).name, bands, landslide.astype(bool), valid.astype(bool), regime)
 
 
 def local_median(values: np.ndarray, valid: np.ndarray, size_px: int, block: int = 4) -> np.ndarray:
@@ -106,11 +110,34 @@ def _stack(tables: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
 
 def difficulty_report(paths: Sequence[str | Path], *, patch_size: int = 256, max_pixels: int = 300_000,
                       local_size: int = 5, median_px: int = 25, seed: int = 0) -> dict:
-    """The report as a dict (see the module docstring); needs at least two labelled scenes."""
+    """The report as a dict (see the module docstring); needs at least two labelled scenes.
+
+    Scenes of several simulator regimes also get the report of each regime
+    with at least two scenes (``regimes``: name -> report; fewer: ``skipped``).
+    """
     paths = sorted(Path(p) for p in paths)
     if len(paths) < 2:
         raise ValueError(f"difficulty: {len(paths)} scene(s) given; at least two are needed (fit on some, test on others)")
     scenes = [load_scene(p) for p in paths]
+    options = dict(patch_size=patch_size, max_pixels=max_pixels, local_size=local_size, median_px=median_px, seed=seed)
+    report = scenes_report(scenes, **options)
+    names = sorted({s.regime for s in scenes if s.regime})
+    if len(names) > 1:
+        report["regimes"] = {}
+        for name in names:
+            members = [s for s in scenes if s.regime == name]
+            try:
+                report["regimes"][name] = scenes_report(members, **options)
+            except ValueError as err:  # too few scenes, or no landslide in one half
+                report["regimes"][name] = {"skipped": f"{len(members)} scene(s): {err}"}
+    return report
+
+
+def scenes_report(scenes: Sequence[SceneArrays], *, patch_size: int, max_pixels: int, local_size: int,
+                  median_px: int, seed: int) -> dict:
+    """The report of some loaded scenes (dealt alternately to the fitting and the held-out half)."""
+    if len(scenes) < 2:
+        raise ValueError(f"difficulty: {len(scenes)} scene(s) given; at least two are needed")
     fit_scenes, held_scenes = scenes[0::2], scenes[1::2]
     fit = [(t, s.landslide[s.valid]) for s in fit_scenes for t in [scene_features(s, local_size, median_px)[0]]]
     x_fit, y_fit = _stack(fit)
@@ -181,6 +208,8 @@ def format_report(report: dict) -> str:
         lines.append(f"region area p33 / p66 / max: {s['area_p33_px']:.0f} / {s['area_p66_px']:.0f} / {s['area_max_px']:.0f} px "
                      f"(thesis classes 156 / 1043 px); small / medium / large: "
                      f"{s['share_small']:.0%} / {s['share_medium']:.0%} / {s['share_large']:.0%}")
+    for name, sub in report.get("regimes", {}).items():
+        lines += ["", f"=== regime {name} ===", sub["skipped"] if "skipped" in sub else format_report(sub)]
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 Footprints with inventory-like sizes, clusters of touching landslides, runout
 tails; per-pixel coherence loss, motion and intensity change; and the label as
-an inventory holds it: missed landslides, points buffered as users do, and a
-shift against the image. The physics of each knob: ``docs/simulator.md``.
+an inventory holds it: missed landslides, points buffered as users do, runout
+mapped or not, landslides of another date (temporal mismatch) and a shift
+against the image. The physics of each knob: ``docs/simulator.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Landslide:
     area_px: int
     motion_m: float  # peak downslope motion
     coherence_loss: float  # fraction of the background coherence lost at the core
-    inventory: str  # "polygon", "point" or "missed"
+    inventory: str  # "polygon", "point", "missed" or "other_date" (mapped, but did not move between the dates)
     runout: bool
     cluster: int
 
@@ -114,7 +115,8 @@ def place_landslides(cfg: Mapping[str, Any], inventory: Mapping[str, Any], rng: 
     change_db = np.zeros(shape, np.float32)
     weight = np.where((np.degrees(slope) >= float(cfg["min_slope_deg"])) & ~forbidden,
                       np.tan(slope) ** float(cfg["slope_exponent"]), 0.0).ravel()
-    n_events = int(rng.poisson(float(cfg["density_per_km2"]) * area_km2))
+    # A [low, high] density is drawn log-uniformly: event densities span orders of magnitude.
+    n_events = int(rng.poisson(draw(rng, cfg["density_per_km2"], log_scale=True) * area_km2))
     landslides: list[Landslide] = []
     if not n_events or weight.sum() <= 0:
         return {"footprint": footprint, "label": label, "loss": loss, "motion": motion, "change_db": change_db,
@@ -151,21 +153,29 @@ def place_landslides(cfg: Mapping[str, Any], inventory: Mapping[str, Any], rng: 
             d = draw(rng, cfg["motion_m"], log_scale=True)
             core_loss = draw(rng, cfg["coherence_loss"])
             scar_db, deposit_db = draw(rng, cfg["scar_intensity_db"]), draw(rng, cfg["deposit_intensity_db"])
-            realised = _place(footprint, body, row, col)
-            _place(footprint, stamp, row, col)
-            _place(motion, stamp, row, col, d)
-            _place(loss, stamp, row, col, core_loss)
-            _place(change_db, stamp & (along < 0), row, col, scar_db)  # upslope: the scar
-            _place(change_db, stamp & (along >= 0), row, col, deposit_db)  # downslope: the deposit
+            # Drawn only when asked for, so that scenes without temporal mismatch keep their random stream.
+            other_share = float(inventory.get("other_date_fraction", 0.0))
+            other_date = other_share > 0 and rng.uniform() < other_share
+            if other_date:  # in the inventory, but it failed before the pre-event or after the post-event date
+                d, core_loss, scar_db, deposit_db = 0.0, 0.0, 0.0, 0.0
+                realised = int(body.sum())
+            else:
+                realised = _place(footprint, body, row, col)
+                _place(footprint, stamp, row, col)
+                _place(motion, stamp, row, col, d)
+                _place(loss, stamp, row, col, core_loss)
+                _place(change_db, stamp & (along < 0), row, col, scar_db)  # upslope: the scar
+                _place(change_db, stamp & (along >= 0), row, col, deposit_db)  # downslope: the deposit
             u = rng.uniform()
             kind = ("missed" if u < float(inventory["missed_fraction"]) else
                     "point" if u < float(inventory["missed_fraction"]) + float(inventory["point_fraction"]) else
                     "polygon")
-            if kind == "polygon":
-                _place(label, body, row, col)
+            if kind == "polygon":  # the runout tail too where the inventory maps it (runout_mapped)
+                _place(label, stamp if inventory.get("runout_mapped", False) else body, row, col)
             elif kind == "point":
                 _place(label, point_stamp, row, col)
-            landslides.append(Landslide(row, col, realised, d, core_loss, kind, runout, event))
+            landslides.append(Landslide(row, col, realised, d, core_loss, "other_date" if other_date and kind != "missed"
+                                        else kind, runout, event))
             # The next member of a cluster starts next to this one, so that their footprints touch.
             step = 0.8 * (math.sqrt(area) + math.sqrt(float(cfg["area_median_px"]))) / 2
             angle = rng.uniform(0, 2 * np.pi)

@@ -198,7 +198,7 @@ def land_cover(cfg: Mapping[str, Any], rng: np.random.Generator, dem: np.ndarray
     """
     shape = dem.shape
     h, w = shape
-    temporal = np.clip(float(cfg["mean"]) + float(cfg["variation"]) * power_law_field(rng, shape, 4.0), 0.05, 0.98)
+    temporal = np.clip(draw(rng, cfg["mean"]) + float(cfg["variation"]) * power_law_field(rng, shape, 4.0), 0.05, 0.98)
     relief = (dem - dem.min()) / max(float(np.ptp(dem)), 1e-9)
     gentle = np.clip(1 - np.degrees(slope) / 35, 0, 1) * (1 - relief)
     share = draw(rng, cfg["low_fraction"])
@@ -349,11 +349,53 @@ def simulate_slc_pair(truth: Mapping[str, Any], looks_az: int, looks_rg: int, rn
     return x.reshape(slc_shape), noise.reshape(slc_shape)
 
 
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any] | None) -> dict:
+    """``base`` with ``override`` on top, nested sections merged key by key."""
+    out = dict(base)
+    for key, value in (override or {}).items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def _choose(rng: np.random.Generator, mixture: Mapping[str, Any] | None, section: str) -> str | None:
+    """A name drawn from ``mixture.weights`` (checked: every weighted name has its settings); None without one."""
+    if not mixture:
+        return None
+    weights = {str(k): float(v) for k, v in (mixture.get("weights") or {}).items()}
+    bad = [f"{k}={v}" for k, v in weights.items() if not v >= 0]
+    missing = [k for k, v in weights.items() if v > 0 and k not in mixture]
+    if bad or missing or sum(weights.values()) <= 0:
+        raise ValueError(f"conf/simulate.yaml {section}.weights {weights}: "
+                         + (f"negative weights {bad}" if bad else f"no settings for {missing} in {section}" if missing
+                            else "needs a positive weight"))
+    names = sorted(weights)
+    p = np.array([weights[n] for n in names])
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def event_settings(cfg: Mapping[str, Any], index: int) -> tuple[dict, str | None, str | None]:
+    """The settings of scene ``index`` (one event): its regime and its inventory's flaws, drawn from the mixtures.
+
+    ``regimes.<name>`` overrides any section for the scene (terrain and land
+    cover, landslide population, atmosphere); ``inventories.<name>`` overrides
+    the ``inventory`` section (label noise). The draw has its own random stream,
+    so a mixture of one regime gives the same scenes as no mixture.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), index, 2]))
+    regime = _choose(rng, _cfg(cfg, "regimes"), "regimes")
+    profile = _choose(rng, _cfg(cfg, "inventories"), "inventories")
+    settings = _merge(cfg, cfg["regimes"][regime]) if regime else dict(cfg)
+    if profile:
+        settings["inventory"] = _merge(settings["inventory"], cfg["inventories"][profile])
+    return settings, regime, profile
+
+
 def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None = None) -> tuple[dict, dict]:
     """Simulate scene ``index`` of the data set seeded by ``cfg.seed``: (scene variables and attributes, truth)."""
     h, w = (int(v) for v in cfg["size"])
     if h < 1 or w < 1:
         raise ValueError(f"size {list(cfg['size'])}: both dimensions must be at least 1")
+    cfg, regime, profile = event_settings(cfg, index)
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg["seed"]), index]))
     proc = cfg["processing"]
     wavelength_m = float(_cfg(cfg, "wavelength_m", S1_WAVELENGTH_M))
@@ -399,6 +441,11 @@ def simulate_scene(cfg: Mapping[str, Any], index: int, *, timings: dict | None =
         "wavelength_m": wavelength_m, "source": "simulated",
         "history": f"insarslide data_prep.simulate seed={int(cfg['seed'])} index={index}",
     }
+    if regime:
+        attrs["simulator_regime"] = regime
+    if profile:
+        attrs["simulator_inventory"] = profile
+    truth.update(regime=regime or "", inventory_profile=profile or "")
     scene = {
         "bands": bands, "landslide": truth["label"].astype(np.uint8), "valid": (~invalid).astype(np.uint8),
         "x": x0 + (np.arange(w) + 0.5) * pixel_m, "y": y0 - (np.arange(h) + 0.5) * pixel_m,
@@ -424,7 +471,8 @@ def write_truth(path: str | Path, truth: Mapping[str, Any]) -> Path:
                 landslides=np.array(json.dumps([asdict(ls) for ls in truth["landslides"]])),
                 coherence_true=truth["gamma"].astype(np.float32),
                 los_landslide_m=truth["los_landslide_m"].astype(np.float32),
-                footprint=truth["footprint"], label_shift_px=np.array(truth["label_shift_px"]))
+                footprint=truth["footprint"], label_shift_px=np.array(truth["label_shift_px"]),
+                regime=np.array(truth.get("regime", "")), inventory_profile=np.array(truth.get("inventory_profile", "")))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from data_prep.difficulty import difficulty_report, label_statistics, local_median, main, SceneArrays
+from data_prep.difficulty import difficulty_report, format_report, label_statistics, local_median, main, SceneArrays
 from data_prep.simulate import _utm_wkt
 from insarslide.scene import write_scene
 from insarslide.spec import BANDS
@@ -13,14 +13,16 @@ from insarslide.spec import BANDS
 SIZE = 64
 
 
-def _write(path, landslide, seed):
-    """A scene whose coherence is 0.2 on the landslides and 0.8 elsewhere; every other band is noise."""
+def _write(path, landslide, seed, regime=None, cue="coherence"):
+    """A scene whose ``cue`` band is 0.2 on the landslides and 0.8 elsewhere; every other band is noise."""
     rng = np.random.default_rng(seed)
     bands = {b: rng.normal(size=landslide.shape).astype(np.float32) for b in BANDS}
-    bands["coherence"] = np.where(landslide, 0.2, 0.8).astype(np.float32)
+    bands[cue] = np.where(landslide, 0.2, 0.8).astype(np.float32)
     event = path.stem
     attrs = {"Conventions": "CF-1.8", "event_id": event, "region": "hand-made", "pre_date": "2024-01-01",
              "post_date": "2024-01-13", "event_start": "2024-01-05", "event_end": "2024-01-05", "source": "test"}
+    if regime:
+        attrs["simulator_regime"] = regime
     write_scene(path, bands, x=15 + 30.0 * np.arange(SIZE), y=15 - 30.0 * np.arange(SIZE), crs_wkt=_utm_wkt(),
                 attrs=attrs, landslide=landslide.astype(np.uint8), valid=np.ones(landslide.shape, np.uint8),
                 spacing=(30.0, -30.0))
@@ -86,6 +88,28 @@ def test_label_statistics_count_tiles_and_regions():
     label[0, 0] = label[7, 7] = True  # two single-pixel regions in opposite 4 x 4 tiles
     stats = label_statistics([SceneArrays("s", np.zeros((7, 8, 8)), label, np.ones((8, 8), bool))], 4)
     assert stats["regions"] == 2 and stats["tiles"] == 4 and stats["positive_tile_share"] == 0.5
+
+
+def test_report_per_regime(tmp_path):
+    # Two regimes of two scenes each: in "arid" the landslides show in coherence, in "slow" in intensity
+    # (hand-made); each regime's own report finds its own cue with IoU 1, the pooled one finds neither everywhere.
+    a = np.zeros((SIZE, SIZE), bool)
+    a[5:15, 5:15] = True
+    b = np.zeros((SIZE, SIZE), bool)
+    b[40:60, 40:60] = True
+    paths = [_write(tmp_path / "a_000.nc", a, 1, "arid"), _write(tmp_path / "a_001.nc", b, 2, "arid"),
+             _write(tmp_path / "b_000.nc", a, 3, "slow", "intensity"), _write(tmp_path / "b_001.nc", b, 4, "slow", "intensity"),
+             _write(tmp_path / "c_000.nc", b, 5, "vegetated")]
+    report = difficulty_report(paths, patch_size=32)
+    assert set(report["regimes"]) == {"arid", "slow", "vegetated"}
+    arid, slow = report["regimes"]["arid"], report["regimes"]["slow"]
+    assert arid["scenes"] == {"fit": ["a_000.nc"], "held_out": ["a_001.nc"]}
+    assert arid["best_single_band"]["band"] == "coherence" and arid["best_single_band"]["iou"] == 1.0
+    assert slow["best_single_band"]["band"] == "intensity" and slow["best_single_band"]["iou"] == 1.0
+    assert slow["labels"]["regions"] == 2 and slow["labels"]["landslide_pixel_share"] == pytest.approx(500 / (2 * SIZE * SIZE))
+    assert "skipped" in report["regimes"]["vegetated"]  # one scene: nothing to fit on and test on
+    assert report["best_held_out_single_band"]["iou"] < 1.0  # pooled, no one band holds in every regime
+    assert "=== regime slow ===" in format_report(report)
 
 
 @pytest.mark.slow

@@ -337,3 +337,251 @@ def test_presets_compose_and_the_easy_one_gives_coherence_away():
         valid = scene["valid"].astype(bool)
         auc[name] = roc_auc(-scene["bands"]["coherence"][valid], scene["landslide"][valid])
     assert auc["easy"] > 0.95 > auc["default"], auc
+
+
+# ---- regimes drawn per event, label noise, and the slow slide that the chain recovers (issue 22, item 6) ----
+
+WAVELENGTH_M = 0.05546576  # conf/simulate.yaml wavelength_m (Sentinel-1 C band)
+
+
+def _single(cfg, regime=None, inventory=None):
+    """``cfg`` with every scene drawn from one regime and one inventory profile."""
+    cfg = dict(cfg)
+    if regime:
+        cfg["regimes"] = {**cfg["regimes"], "weights": {n: float(n == regime) for n in cfg["regimes"]["weights"]}}
+    if inventory:
+        cfg["inventories"] = {**cfg["inventories"],
+                              "weights": {n: float(n == inventory) for n in cfg["inventories"]["weights"]}}
+    return cfg
+
+
+def _slide_through_the_chain(los_m, taper_px, seed=0):
+    """A 60 x 30 px elliptical slide moving ``los_m`` towards the satellite, motion growing over ``taper_px``
+    from its edge (as simulate_truth shapes it), true coherence 0.8, through the default processing chain.
+    Returns the recovered displacement of the core minus that of the ground far away."""
+    from conftest import simulator_config
+
+    proc = simulator_config()["processing"]
+    h = w = 192
+    yy, xx = np.mgrid[0:h, 0:w]
+    footprint = (yy - 96) ** 2 / 30**2 + (xx - 96) ** 2 / 15**2 <= 1
+    body = np.clip(ndimage.distance_transform_edt(footprint) / taper_px, 0, 1)
+    motion = ndimage.gaussian_filter(los_m * body, taper_px / 2)
+    truth = {"gamma": np.full((h, w), 0.8), "sigma0_pre": np.ones((h, w)), "sigma0_post": np.ones((h, w)),
+             "phase_rad": -4 * np.pi / WAVELENGTH_M * motion}  # motion towards the satellite: shorter range
+    pre, post = simulate_slc_pair(truth, 4, 4, np.random.default_rng(seed), speckle_correlation=0.4)
+    bands = dinsar.process_pair(pre, post, proc, wavelength_m=WAVELENGTH_M)
+    core = ndimage.distance_transform_edt(footprint) > taper_px
+    far = ndimage.distance_transform_edt(~footprint) > 10
+    return float(np.median(bands["displacement"][core]) - np.median(bands["displacement"][far]))
+
+
+def test_a_3_cm_slow_slide_is_recovered_with_its_sign():
+    # Physics: 3 cm towards the satellite is a phase of -4 pi / 0.05546576 * 0.03 = -6.797 rad (more than one
+    # cycle), and d = -wavelength / (4 pi) * phase = +0.030 m. The slow regime's motion fades over 8 px (240 m):
+    # the chain (SNAP's Goldstein alpha 1 / FFT 64, SNAPHU DEFO) recovers it.
+    from conftest import simulator_config
+
+    taper = simulator_config()["regimes"]["slow"]["landslides"]["motion_taper_px"]
+    assert -WAVELENGTH_M / (4 * np.pi) * (-4 * np.pi / WAVELENGTH_M * 0.03) == pytest.approx(0.03)
+    recovered = _slide_through_the_chain(0.03, taper)
+    assert recovered == pytest.approx(0.03, rel=0.15), recovered
+
+
+def test_a_steep_rim_is_flattened_by_the_goldstein_filter_and_the_slide_unwraps_inverted():
+    # The documented limit (docs/simulator.md): with the motion growing over 4 px (120 m, the default regime's
+    # taper), a 2.5 cm slide's rim is steeper than the Goldstein filter keeps; its core keeps the wrapped phase
+    # -5.66 + 2 pi = +0.62 rad and SNAPHU joins it to the ground the short way: d = -0.0556 / (4 pi) * 0.62 = -2.7 mm.
+    recovered = _slide_through_the_chain(0.025, 4.0)
+    assert -0.006 < recovered < 0.0, recovered
+    # The same 2.5 cm fading over 8 px unwraps right: the steepness of the rim decides, not the size of the motion.
+    assert _slide_through_the_chain(0.025, 8.0) == pytest.approx(0.025, rel=0.15)
+
+
+def test_slow_regime_scene_recovers_centimetre_motion_on_a_slope(monkeypatch):
+    # Descending geometry on a plane dipping 10 deg west: downslope motion of 4 cm goes away from the satellite by
+    # d sin(theta + s), about 3 cm at theta = 38 deg: displacement -0.03 m, the right sign and size.
+    from conftest import simulator_config
+
+    slope_deg, d = 10.0, 0.04
+    plane = lambda rng, shape, terrain, pixel_m: 1000 + np.tan(np.radians(slope_deg)) * pixel_m * np.arange(shape[1])[None, :] * np.ones(shape)  # noqa: E731
+    monkeypatch.setattr(simulate, "fractal_dem", plane)
+    taper = simulator_config()["regimes"]["slow"]["landslides"]["motion_taper_px"]
+    cfg = _quiet_config(geometry={"orbit_direction": "DESCENDING"}, landslides={"motion_m": [d, d], "motion_taper_px": taper})
+    scene, truth = simulate_scene(cfg, 0)
+    core = ndimage.distance_transform_edt(truth["footprint"]) > 2 * taper
+    far = ndimage.distance_transform_edt(~truth["footprint"]) > 10
+    assert core.sum() > 100
+    theta = np.radians(np.broadcast_to(viewing_geometry(core.shape, "DESCENDING", 30, 46).incidence_deg, core.shape))
+    expected = float(np.median(-d * np.sin(theta + np.radians(slope_deg))[core]))
+    assert -0.032 < expected < -0.027
+    displacement = scene["bands"]["displacement"]
+    measured = float(np.median(displacement[core]) - np.median(displacement[far]))
+    assert measured == pytest.approx(expected, rel=0.2), (measured, expected)
+
+
+def test_regimes_and_inventories_are_drawn_per_scene_with_their_weights():
+    from conftest import simulator_config
+
+    cfg = simulator_config()
+    cfg["regimes"]["weights"] = {"hillslope": 0.5, "vegetated": 0.0, "arid": 0.3, "coseismic": 0.2, "slow": 0.0}
+    cfg["inventories"]["weights"] = {"typical": 0.0, "exact": 0.75, "with_runout": 0.0, "coarse": 0.25}
+    draws = [simulate.event_settings(cfg, i) for i in range(1000)]
+    regimes = [r for _, r, _ in draws]
+    profiles = [p for *_, p in draws]
+    # binomial standard deviation at n = 1000 is at most 0.016: 0.05 is three of them
+    assert regimes.count("hillslope") / 1000 == pytest.approx(0.5, abs=0.05)
+    assert regimes.count("arid") / 1000 == pytest.approx(0.3, abs=0.05)
+    assert regimes.count("coseismic") / 1000 == pytest.approx(0.2, abs=0.05)
+    assert profiles.count("exact") / 1000 == pytest.approx(0.75, abs=0.05) and set(profiles) == {"exact", "coarse"}
+    settings, regime, profile = next(d for d in draws if d[1] == "arid" and d[2] == "coarse")
+    assert settings["coherence"]["mean"] == [0.8, 0.92] and settings["coherence"]["parcel_px"] == [6, 20]  # merged
+    assert settings["inventory"]["misregistration_px"] == [3, 6] and settings["inventory"]["point_buffer_m"] == 150
+    assert cfg["coherence"]["mean"] == 0.65  # the base settings are not touched
+    cfg["regimes"]["weights"]["glacier"] = 1.0
+    with pytest.raises(ValueError, match=r"regimes.weights.*no settings for \['glacier'\]"):
+        simulate.event_settings(cfg, 0)
+
+
+@pytest.mark.parametrize("regime, low, high", [("vegetated", 0.2, 0.35), ("arid", 0.8, 0.92)])
+def test_background_coherence_of_vegetated_and_arid_terrain(regime, low, high):
+    from conftest import simulator_config
+
+    cfg = _single(simulator_config(size=[128, 128], seed=4), regime)
+    for index in range(3):
+        settings, drawn, _ = simulate.event_settings(cfg, index)
+        assert drawn == regime
+        truth = simulate_truth(settings, (128, 128), np.random.default_rng(index))
+        stable = ~truth["low_cover"] & ~truth["footprint"]
+        # smooth variation of std 0.04 around a mean drawn in [low, high]: the median stays inside
+        assert low - 0.02 < np.median(truth["gamma_background"][stable]) < high + 0.02
+
+
+def test_coseismic_failures_are_fully_decorrelated_at_the_estimator_floor():
+    # True coherence 0 inside; estimated over 8 x 8 SLC samples with neighbour correlation 0.4, i.e.
+    # N = (64 / (8 + 14 x 0.16))^2 = 39 effective samples: E|gamma_hat| = Gamma(39) Gamma(3/2) / Gamma(39.5) = 0.142.
+    from scipy.special import gammaln
+
+    from conftest import simulator_config
+
+    cfg = _single(simulator_config(size=[256, 256], seed=6, unwrapping_errors={"per_scene": 0}), "coseismic")
+    cfg["regimes"]["coseismic"] = {**cfg["regimes"]["coseismic"],
+                                   "landslides": {**cfg["regimes"]["coseismic"]["landslides"], "density_per_km2": 0.3}}
+    scene, truth = simulate_scene(cfg, 0)
+    assert truth["regime"] == "coseismic" and scene["attrs"]["simulator_regime"] == "coseismic"
+    core = ndimage.distance_transform_edt(truth["footprint"]) > 6
+    assert core.sum() > 200
+    # the soft edge (Gaussian, 1.5 px) leaves 1 - Phi(6 / 1.5) = 3e-5 of the loss undone 6 px inside a straight edge
+    assert truth["gamma"][core].max() < 0.005
+    floor = np.exp(gammaln(39) + gammaln(1.5) - gammaln(39.5))
+    assert floor == pytest.approx(0.142, abs=0.001)
+    measured = float(np.nanmean(scene["bands"]["coherence"][core & scene["valid"].astype(bool)]))
+    assert measured == pytest.approx(floor, rel=0.15), measured
+
+
+def test_inventory_with_runout_other_dates_and_large_misregistration():
+    from conftest import simulator_config
+
+    base = simulator_config(size=[256, 256], seed=9, water={"fraction": 0.0})
+    base["landslides"] = {**base["landslides"], "density_per_km2": 0.2, "runout_fraction": 1.0}
+    exact = {"missed_fraction": 0.0, "point_fraction": 0.0, "misregistration_px": 0}
+    # runout mapped, nothing missed, no shift: the label is exactly what moved
+    cfg = dict(base, inventory={**base["inventory"], **exact, "runout_mapped": True})
+    _, truth = simulate_scene(cfg, 0)
+    assert truth["footprint"].sum() > 500
+    np.testing.assert_array_equal(truth["label"], truth["footprint"])
+    # runout not mapped: every tail is moved ground outside the label
+    cfg = dict(base, inventory={**base["inventory"], **exact, "runout_mapped": False})
+    _, truth = simulate_scene(cfg, 0)
+    assert not (truth["label"] & ~truth["footprint"]).any() and (truth["footprint"] & ~truth["label"]).sum() > 50
+    # every landslide of another date: labelled, but nothing moved or decorrelated
+    cfg = dict(base, inventory={**base["inventory"], **exact, "other_date_fraction": 1.0})
+    _, truth = simulate_scene(cfg, 0)
+    assert truth["label"].sum() > 500 and not truth["footprint"].any()
+    np.testing.assert_array_equal(truth["gamma"], np.clip(truth["gamma_background"], 0, 0.99))
+    assert {ls.inventory for ls in truth["landslides"]} == {"other_date"}
+    # the coarse class of misregistration: 3 to 6 px in a random direction (rounded to whole pixels)
+    cfg = dict(base, inventory={**base["inventory"], "misregistration_px": [3, 6]})
+    for index in range(4):
+        dy, dx = simulate_scene(cfg, index)[1]["label_shift_px"]
+        assert 3 - 0.71 <= np.hypot(dy, dx) <= 6 + 0.71
+
+
+# ---- the two simulator experiments (issue 22, item 5): they compose, sweep what they say, and a tiny job trains ----
+
+EXPERIMENTS = {  # experiment -> (the sweep's axes, one job's overrides, what that job's simulator must hold)
+    "sigma_vs_misregistration": ({"misregistration": ["px0", "px1_3", "px3_6"], "smoothing.sigma": ["0", "3", "5"]},
+                                 ["misregistration=px3_6", "smoothing.sigma=5"],
+                                 {"inventory.misregistration_px": [3, 6]}),
+    "signal_strength": ({"signal": ["weak", "medium", "strong"], "model": ["unet_r34", "segformer_b2"]},
+                        ["signal=weak", "model=segformer_b2"],
+                        {"landslides.coherence_loss": [0.05, 0.25], "landslides.scar_intensity_db": [-0.25, 0.25]}),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_simulator_experiment_composes_sweeps_and_a_tiny_job_trains(experiment, tmp_path):
+    import json
+
+    from omegaconf import OmegaConf
+
+    from conftest import compose_train
+    from insarslide.train import train
+
+    axes, job, expected = EXPERIMENTS[experiment]
+    tiny = [f"experiment={experiment}", *job, f"paths.data_dir={tmp_path}/data", "++trainer.fast_dev_run=true",
+            "scales.cpu.n_scenes=5", "scales.cpu.size=[128,128]", "scales.cpu.patch_size=64", "scales.cpu.crop_size=32",
+            "data.builder.settings.n_jobs=1", "data.builder.settings.landslides.density_per_km2=2.0"]
+    cfg = compose_train(tiny, tmp_path / "run")
+    sweep = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+    assert sweep == axes  # 9 and 6 jobs from one command line
+    settings = OmegaConf.to_container(cfg.data.builder.settings, resolve=True)
+    for dotted, value in expected.items():
+        section, key = dotted.split(".")
+        assert settings[section][key] == value
+    assert settings["seed"] == 7 and cfg.seed == 42  # the data set's seed is not the training seed
+    gpu = compose_train([f"experiment={experiment}", "scale=gpu"], tmp_path / "gpu")
+    assert gpu.data.builder.settings.n_scenes == 240 and gpu.sampler.epoch_length == 4000 and gpu.trainer.max_epochs == 60
+    train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["iou"] <= 1.0 and metrics["sigma"] == float(cfg.smoothing.sigma)
+    assert len(list((tmp_path / "data").glob(f"{experiment}/cpu/*/scenes/*.nc"))) == 5
+
+
+def test_regimes_preset_composes_and_mixes_every_regime_and_inventory():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        mixed = OmegaConf.to_container(compose("simulate", overrides=["simulate@_global_=regimes"]), resolve=False)
+        default = OmegaConf.to_container(compose("simulate"), resolve=False)
+    assert set(mixed["regimes"]["weights"]) == {"hillslope", "vegetated", "arid", "coseismic", "slow"}
+    assert all(w > 0 for w in mixed["regimes"]["weights"].values())
+    assert all(w > 0 for w in mixed["inventories"]["weights"].values())
+    # the default draws one regime and one inventory: the scenes every other figure was measured on
+    assert [k for k, w in default["regimes"]["weights"].items() if w] == ["hillslope"]
+    assert [k for k, w in default["inventories"]["weights"].items() if w] == ["typical"]
+    drawn = {simulate.event_settings(dict(mixed, seed=0), i)[1:] for i in range(200)}
+    assert {r for r, _ in drawn} == set(mixed["regimes"]["weights"])
+    assert {p for _, p in drawn} == set(mixed["inventories"]["weights"])
+
+
+def test_report_groups_a_simulator_sweep_by_its_swept_level(tmp_path):
+    # Two jobs of sigma_vs_misregistration as Hydra leaves them: the level comes from .hydra/overrides.yaml.
+    import json
+
+    from insarslide.report import collect_runs, summarise
+
+    for job, (level, iou) in enumerate((("px0", 0.5), ("px3_6", 0.25))):
+        run = tmp_path / str(job)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(
+            f"- misregistration={level}\n- smoothing.sigma=3\n- experiment=sigma_vs_misregistration\n")
+        (run / "metrics.json").write_text(json.dumps({"model": "unet_r18", "sigma": 3.0, "seed": 42, "iou": iou,
+                                                      "f1": 2 * iou / (1 + iou), "recall": iou, "precision": 1.0}))
+    table, _, failed = collect_runs(tmp_path)
+    assert not failed and "experiment" not in table and sorted(table["misregistration"]) == ["px0", "px3_6"]
+    summary = summarise(table, by=["misregistration", "sigma"])
+    assert dict(zip(summary["misregistration"], summary["iou"])) == {"px0": 0.5, "px3_6": 0.25}

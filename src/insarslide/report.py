@@ -85,6 +85,12 @@ def _job_overrides(run: Path) -> str | None:
     return " ".join(str(o) for o in OmegaConf.load(path))
 
 
+def _swept_keys(run: Path) -> dict[str, str]:
+    """Plain top-level overrides of a job (``misregistration=px0``, ``signal=weak``): columns for ``--by``."""
+    pairs = [o.split("=", 1) for o in (_job_overrides(run) or "").split() if "=" in o]
+    return {k: v for k, v in pairs if k.isidentifier() and k != "experiment"}
+
+
 def _recorded_failures(folder: Path) -> dict[str, dict[str, Any]]:
     """Failed jobs of every sweep under ``folder`` (``failures.csv``, insarslide.sweeps), by run folder name."""
     sweeps = {p.parent for p in folder.rglob(FAILURES_FILE)} | {p.parent for p in folder.rglob(RECORDS_DIR) if p.is_dir()}
@@ -127,7 +133,7 @@ def collect_runs(folder: str | Path) -> tuple[pd.DataFrame, list[dict[str, Any]]
             failed.append({"run": name, "job": None, "overrides": _job_overrides(run), "reason": reason})
         if reason:
             continue
-        rows.append({**run_row(metrics), "run": name})
+        rows.append({**_swept_keys(run), **run_row(metrics), "run": name})
         classes.extend({**c, "run": name, "model": metrics.get("model"), "sigma": metrics.get("sigma"),
                         "seed": metrics.get("seed")} for c in size_class_rows(metrics))
     for failure in recorded.values():  # a failed job whose run folder is gone
