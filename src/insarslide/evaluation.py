@@ -44,7 +44,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from insarslide.metrics import ThresholdSweep, scores_from_counts
+from insarslide.metrics import ThresholdSweep, average_precision, scores_from_counts
+from insarslide.uncertainty import BootstrapSettings, SceneTally, add_baseline_intervals, model_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -195,16 +196,6 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
     }
 
 
-def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
-    """Step-wise area under the precision-recall curve over thresholds in increasing order.
-
-    ``AP = sum_k (R_k - R_{k+1}) P_k`` with ``R_{K} = 0`` (recall falls as the threshold rises).
-    """
-    precision, recall = np.asarray(precision, np.float64), np.asarray(recall, np.float64)
-    drop = recall - np.append(recall[1:], 0.0)
-    return float(np.sum(drop * precision))
-
-
 # ------------------------------------------------------------------ pixel area
 def pixel_area_km2(table, shard_crs: dict[str, str]) -> np.ndarray:
     """Area of one pixel of each patch (km2) from its geotransform; NaN when the units are unknown.
@@ -285,7 +276,7 @@ class TestEvaluation(L.Callback):
                  size_percentiles: Sequence[float] = THESIS_PERCENTILES, object_overlap: float = 0.1,
                  num_maps: int = 4, patches: Sequence[Any] = (), num_thresholds: int = 1025,
                  baselines: bool = True, baseline_max_pixels: int = 2_000_000, figures: bool = True,
-                 workers: int = 2, pool: str = "thread"):
+                 workers: int = 2, pool: str = "thread", bootstrap: dict[str, Any] | None = None):
         if size_edges is not None and len(size_edges) != 2:
             raise ValueError(f"eval.size_edges must be two pixel areas [e1, e2] or null, got {list(size_edges)}")
         if not 0 < object_overlap <= 1:
@@ -301,6 +292,7 @@ class TestEvaluation(L.Callback):
         self.figures = bool(figures)
         self.workers = int(workers)
         self.pool = str(pool)
+        self.bootstrap = BootstrapSettings.from_config(bootstrap)  # intervals over test scenes
         object_pool(0, self.pool)  # refuse an unknown kind at construction
         self._pool: Executor | None = None
         self._pending: list[Future] = []
@@ -314,6 +306,8 @@ class TestEvaluation(L.Callback):
         datamodule = trainer.datamodule
         store = datamodule.store
         self.threshold = float(pl_module.threshold)
+        self.scene_tally = SceneTally(self.num_thresholds, self.threshold)  # per-scene counts for the intervals
+        self._scene_of = store.table["event_id"].astype(str).to_numpy()
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
         self.maps = {}
@@ -337,6 +331,7 @@ class TestEvaluation(L.Callback):
         probability = outputs["probability"].detach()
         landslide, valid = batch["landslide"], batch["valid"]
         self.sweep.update(probability, landslide, valid)
+        self.scene_tally.update(self._scene_of[batch["index"].cpu().numpy()], probability, landslide, valid)
         predicted = (probability >= self.threshold) & valid.bool()
         truth = landslide.bool() & valid.bool()
         index = batch["index"].cpu()
@@ -378,6 +373,11 @@ class TestEvaluation(L.Callback):
                 self.maps.update(maps)
                 self._valid_km2.extend(valid_km2)
         self.tally.valid_area_km2 = math.fsum(self._valid_km2)  # correctly rounded: independent of the order
+        self.scene_parts = self.scene_tally.parts()
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered_scenes: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered_scenes, self.scene_parts)
+            self.scene_parts = SceneTally.merged(gathered_scenes)
 
     # what the pass leaves
     def sections(self) -> dict[str, Any]:
@@ -385,7 +385,8 @@ class TestEvaluation(L.Callback):
         curve = self.sweep.compute()
         ap = average_precision(curve["precision"].cpu().numpy(), curve["recall"].cpu().numpy())
         return {"average_precision": ap,
-                **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles)}
+                **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles),
+                "uncertainty": model_uncertainty(self.scene_parts, self.bootstrap)}
 
     def pr_curve(self) -> dict[str, list[float]]:
         curve = self.sweep.compute()
@@ -434,6 +435,7 @@ class TestEvaluation(L.Callback):
         predictors = {f"band:{rule.name}": rule for rule in rules}
         predictors["logistic_regression"] = logistic
         counts = {name: np.zeros(3, dtype=np.int64) for name in predictors}
+        scene_counts: dict[str, dict[str, np.ndarray]] = {name: {} for name in predictors}  # for the intervals
         tallies = {"best_single_band": ObjectTally(valid_area_km2=self.tally.valid_area_km2),
                    "logistic_regression": ObjectTally(valid_area_km2=self.tally.valid_area_km2)}
         for r in test_rows:
@@ -444,7 +446,10 @@ class TestEvaluation(L.Callback):
             for name, predictor in predictors.items():
                 predicted = np.zeros_like(mask)
                 predicted[mask] = predictor.predict(table)
-                counts[name] += [(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()]
+                confusion = np.array([(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()])
+                counts[name] += confusion
+                scene = str(store.table.at[r, "event_id"])
+                scene_counts[name][scene] = scene_counts[name].get(scene, 0) + confusion
                 tally = tallies.get("logistic_regression" if name == "logistic_regression" else
                                     "best_single_band" if predictor is best else "")
                 if tally is not None and (predicted.any() or truth.any()):
@@ -457,7 +462,7 @@ class TestEvaluation(L.Callback):
         def with_objects(name: str, tally_name: str) -> dict[str, Any]:
             return {**scored(name), **object_sections(tallies[tally_name], edges, self.object_overlap)}
 
-        return {
+        sections = {
             "chosen_on": "validation", "validation_pixels": int(y.size),
             "best_single_band": {"rule": best.describe(), "band": best.name, "threshold": best.threshold,
                                  "val_iou": best.fit_scores.iou, **with_objects(f"band:{best.name}", "best_single_band")},
@@ -468,4 +473,8 @@ class TestEvaluation(L.Callback):
                                      **scored(f"band:{rule.name}")} for rule in rules},
             **self.trivial_sections(),
         }
+        add_baseline_intervals(sections, {"best_single_band": scene_counts[f"band:{best.name}"],
+                                          "logistic_regression": scene_counts["logistic_regression"]},
+                               self.scene_parts, self.bootstrap)
+        return sections
 
