@@ -37,6 +37,10 @@ def test_two_valued_scenes_give_the_binomial_percentile_interval():
     assert intervals["iou"] == {"estimate": 0.5, "low": 0.2, "high": 0.8}
     assert (intervals["f1"]["low"], intervals["f1"]["high"]) == pytest.approx((4 / 12, 16 / 18), abs=1e-12)
     assert intervals["f1"]["estimate"] == pytest.approx(10 / 15)
+    # At 80%: P(k <= 2) = 56/1024 < 0.10 < P(k <= 3) = 176/1024 and P(k <= 6) = 848/1024 < 0.90 < P(k <= 7):
+    # k in [3, 7] (a one-sided 20% tail would give k = 4 below).
+    eighty = scene_count_intervals(counts, BootstrapSettings(resamples=10_000, confidence=0.8, seed=0))
+    assert (eighty["iou"]["low"], eighty["iou"]["high"]) == (0.3, 0.7)
 
 
 def test_scene_tally_counts_each_scene_and_sums_to_the_pooled_counts():
