@@ -30,14 +30,13 @@ identical scenes. One plain percentile bootstrap serves both uses instead.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from insarslide.metrics import ThresholdSweep, average_precision, confusion_counts, scores_from_counts
+from insarslide.metrics import ThresholdSweep, average_precision, scores_from_counts
 
 COUNT_FIELDS = ("tp", "fp", "fn")
 INTERVAL_SCORES = ("iou", "f1")
@@ -131,33 +130,45 @@ class SceneTally:
 
     ``update`` takes a batch with the scene (event id) of each of its patches;
     summed over scenes, the counts are the test counts and the histograms the
-    pooled sweep's.
+    pooled sweep's. One histogram pass per batch whatever the number of scenes in
+    it (scene blocks side by side, as the sweep puts its two classes).
     """
 
     def __init__(self, num_thresholds: int, threshold: float):
         self.num_thresholds = int(num_thresholds)
         self.threshold = float(threshold)
-        self.sweeps: dict[str, ThresholdSweep] = {}
+        self._sweep = ThresholdSweep(self.num_thresholds)  # its binning rule, for every scene
+        self.histograms: dict[str, np.ndarray] = {}  # (2, num_thresholds + 1): landslide, background
         self.counts: dict[str, np.ndarray] = {}
 
     def update(self, scenes: Sequence[str], probability: torch.Tensor, landslide: torch.Tensor,
                valid: torch.Tensor) -> None:
-        rows: dict[str, list[int]] = defaultdict(list)
-        for k, scene in enumerate(scenes):
-            rows[str(scene)].append(k)
-        for scene, members in rows.items():
-            if scene not in self.sweeps:
-                self.sweeps[scene] = ThresholdSweep(self.num_thresholds).to(probability.device)
+        names = sorted({str(s) for s in scenes})
+        local = torch.as_tensor([names.index(str(s)) for s in scenes], device=probability.device)
+        size = self.num_thresholds + 1
+        self._sweep = self._sweep.to(probability.device)
+        p = probability.detach().reshape(len(scenes), -1).to(self._sweep.thresholds.dtype)
+        mask, truth = valid.reshape(len(scenes), -1).bool(), landslide.reshape(len(scenes), -1).bool()
+        code = self._sweep._bins(p.reshape(-1)).reshape(p.shape)
+        code += (truth.to(code.dtype) + 2 * local[:, None].to(code.dtype)) * size
+        code.masked_fill_(~mask, 2 * size * len(names))
+        hist = torch.bincount(code.reshape(-1).long(), minlength=2 * size * len(names) + 1)[:-1]
+        hist = hist.reshape(len(names), 2, size).flip(1).cpu().numpy()  # per scene: landslide, background
+        pred = (p >= self.threshold) & mask
+        truth &= mask
+        per_patch = torch.stack([(pred & truth).sum(1), (pred & ~truth).sum(1), (~pred & truth).sum(1)], 1)
+        per_scene = torch.zeros(len(names), 3, dtype=torch.long, device=p.device).index_add_(0, local, per_patch)
+        per_scene = per_scene.cpu().numpy()
+        for k, scene in enumerate(names):
+            if scene not in self.counts:
+                self.histograms[scene] = np.zeros((2, size), dtype=np.int64)
                 self.counts[scene] = np.zeros(3, dtype=np.int64)
-            pick = torch.as_tensor(members, device=probability.device)
-            self.sweeps[scene].update(probability[pick], landslide[pick], valid[pick])
-            self.counts[scene] += [int(c) for c in confusion_counts(probability[pick], landslide[pick], valid[pick],
-                                                                    self.threshold)]
+            self.histograms[scene] += hist[k]
+            self.counts[scene] += per_scene[k]
 
     def parts(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(counts, positive, negative histograms) per scene on the CPU: what processes exchange and merge."""
-        return {s: (self.counts[s], sw.positive.cpu().numpy(), sw.negative.cpu().numpy())
-                for s, sw in self.sweeps.items()}
+        return {s: (self.counts[s].copy(), h[0].copy(), h[1].copy()) for s, h in self.histograms.items()}
 
     @staticmethod
     def merged(parts: Sequence[Mapping[str, tuple[np.ndarray, ...]]]) -> dict[str, tuple[np.ndarray, ...]]:
