@@ -93,3 +93,44 @@ def test_report_merges_failures_csv_with_runs_without_metrics(tmp_path):
         {"run": "2", "job": 2, "overrides": "seed=2", "reason": "CommError: W&B upload failed (after writing metrics.json)"},
         {"run": "3", "job": 3, "overrides": "seed=3", "reason": "MissingDataSet: /data: no patch data set"},
         {"run": "4", "job": 4, "overrides": "seed=4", "reason": "ValueError: bad crop (no run folder)"}]
+
+
+def test_report_intervals_and_paired_comparisons_on_two_arms_of_three_seeds(tmp_path):
+    # Arm a (unet_r34) has IoU 3/4 on every test scene of every seed, arm b (segformer_b2) 1/4; both arms'
+    # best single-band rule 1/4, b's logistic regression 1/4 too: every resample gives the same values, so
+    # the intervals are exact: a 0.750 [0.750, 0.750], Δ(a - b) = +0.500 [+0.500, +0.500], and b cannot be
+    # told apart from its baselines (Δ 0 in every resample).
+    a_counts = {"s1": [3, 1, 0], "s2": [6, 0, 2], "s3": [30, 5, 5]}
+    b_counts = {"s1": [1, 2, 1], "s2": [2, 0, 6], "s3": [10, 5, 25]}
+
+    def section(counts):
+        return {"uncertainty": {"scene_counts": counts}}
+
+    for k, (model, counts) in enumerate([("unet_r34", a_counts)] * 3 + [("segformer_b2", b_counts)] * 3):
+        run = tmp_path / str(k)
+        run.mkdir()
+        (run / "config.yaml").write_text("seed: 1\n")
+        metrics = {"model": model, "sigma": 0.0, "seed": k % 3, "iou": 0.75 if model == "unet_r34" else 0.25,
+                   "f1": 0.5, "uncertainty": {"scene_counts": counts, "iou": {"estimate": 0.7, "low": 0.6, "high": 0.8}},
+                   "baselines": {"best_single_band": {"iou": 0.25, **section(b_counts)},
+                                 **({"logistic_regression": {"iou": 0.25, **section(b_counts)}}
+                                    if model == "segformer_b2" else {})}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    result = write_report(tmp_path)
+    arms = result["arms"].set_index(["model", "predictor"])
+    assert arms.loc[("unet_r34", "model"), ["runs", "scenes", "iou", "iou_low", "iou_high"]].tolist() == \
+        pytest.approx([3, 3, 0.75, 0.75, 0.75])
+    assert arms.loc[("segformer_b2", "logistic_regression"), "iou_high"] == pytest.approx(0.25)
+    assert ("unet_r34", "logistic_regression") not in arms.index  # that arm's runs have no such baseline
+    report = (tmp_path / "report.md").read_text()
+    assert "| unet_r34 | 0 | model | 3 | 3 | 0.750 [0.750, 0.750] |" in report
+    assert "- model=segformer_b2 sigma=0.0 and model=segformer_b2 sigma=0.0 best_single_band cannot be told apart" \
+        in report
+    assert ("- model=unet_r34 sigma=0.0 beats model=segformer_b2 sigma=0.0: ΔIoU +0.500 [+0.500, +0.500], the 95% "
+            "interval excludes 0") in report
+    runs = pd.read_csv(tmp_path / "table_runs.csv")
+    assert runs["iou_low"].tolist() == [0.6] * 6 and runs["iou_high"].tolist() == [0.8] * 6  # each run's own
+    comparisons = pd.read_csv(tmp_path / "table_comparisons.csv")
+    # b with its two baselines (0, 0), a with its rule (+), then b against a (-), said from a's side above.
+    assert comparisons["sign"].tolist() == [0, 0, 1, -1]
+    assert comparisons["delta_iou"].tolist() == pytest.approx([0, 0, 0.5, -0.5])

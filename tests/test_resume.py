@@ -51,8 +51,9 @@ def train_command(patch_root: Path, run_dir: str | Path, *extra: str, workers: i
 
 
 def worktree_env() -> dict:
-    """This checkout's package; one torch thread per process (runs go two at a time on small machines)."""
-    paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
+    """This checkout's package (and tests/, for signal_gate); one torch thread per process (runs go two at a
+    time on small machines)."""
+    paths = [str(REPO / "src"), str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "OMP_NUM_THREADS": "1"}
 
 
@@ -84,17 +85,6 @@ def position(checkpoint: Path) -> tuple[int, int] | None:
         return None
     recorded = state["callbacks"]["TrainingPosition"]
     return recorded["epoch"], recorded["batches_done"]
-
-
-def last_logged_step(run_dir: Path) -> int | None:
-    """Step of the newest train/loss_step row of the run's metrics.csv (flushed every step here)."""
-    path = run_dir / "csv" / "version_0" / "metrics.csv"
-    try:
-        with open(path, newline="") as handle:
-            steps = [int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss_step")]
-    except (OSError, KeyError, ValueError):
-        return None
-    return max(steps, default=None)
 
 
 def wait_for(run: Run, progress, reached):
@@ -181,27 +171,29 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_metrics(reference
     assert [r["val/iou"] for r in resumed if r["val/iou"]] == [r["val/iou"] for r in uninterrupted if r["val/iou"]]
 
 
+def signal_gate(ready_file: Path, at_step: int) -> str:
+    """The override that holds a run after training step ``at_step`` until a signal came (tests/signal_gate.py)."""
+    return f"+callbacks.signal_gate={{_target_:signal_gate.WaitForSignal,ready_file:'{ready_file}',at_step:{at_step}}}"
+
+
 def test_sigterm_saves_exits_143_and_resume_true_finds_the_run(reference, tmp_path, patch_root):
     runs = tmp_path / "outputs"
     pattern = f"{runs}/" + "${now:%H-%M-%S-%f}"  # resume=true looks for runs of the same config under outputs/*
-    first = Run(train_command(patch_root, pattern), tmp_path / "first.log")
-    found = sorted(runs.glob("*"))
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not found and time.monotonic() < deadline:
-        time.sleep(0.05)
-        found = sorted(runs.glob("*"))
-    (run_dir,) = found
-    # No step checkpoints here: only epoch 0's end was saved when SIGTERM comes, in epoch 1.
-    wait_for(first, lambda: last_logged_step(run_dir), lambda step: step >= BATCHES_PER_EPOCH + 1)
+    ready = tmp_path / "at_step_8"
+    # The run holds after step 8 (epoch 1, batch 2) until the signal came: the save falls there on any machine.
+    # The resumed run has the same gate (the same config, so resume=true finds the run); it finds the ready file
+    # and passes. No step checkpoints here: only epoch 0's end was saved when SIGTERM comes.
+    gate = signal_gate(ready, BATCHES_PER_EPOCH + 2)
+    first = Run(train_command(patch_root, pattern, gate), tmp_path / "first.log")
+    wait_for(first, lambda: ready.is_file() or None, bool)
     first.process.send_signal(signal.SIGTERM)
     output = first.wait(expected=128 + signal.SIGTERM)
     assert "SIGTERM: saved" in output and "Traceback" not in output
-    # The save at the signal: after epoch 0's end (in the middle of epoch 1 unless a busy machine let the run
-    # reach the epoch's last batch, whose signal is handled at the epoch end).
-    assert position(run_dir / "checkpoints" / "resume.ckpt") > (1, 0)
+    (run_dir,) = sorted(runs.glob("*"))
+    assert position(run_dir / "checkpoints" / "resume.ckpt") == (1, 2)
     assert not (run_dir / "metrics.json").exists()
 
-    Run(train_command(patch_root, pattern, "resume=true"), tmp_path / "second.log").wait()
+    Run(train_command(patch_root, pattern, gate, "resume=true"), tmp_path / "second.log").wait()
     assert sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()) == [run_dir]
     assert metrics(run_dir) == metrics(finished(reference))
 

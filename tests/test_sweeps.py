@@ -165,6 +165,8 @@ def test_csv_rebuild_waits_for_the_lock(tmp_path):
 
 
 def test_slurm_launcher_config_lands_in_submitit_fields(tmp_path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="hydra-submitit-launcher is not installed (pip install -e '.[dev]' or '.[slurm]')")
     import hydra
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig

@@ -49,7 +49,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from insarslide.metrics import ThresholdSweep, scores_from_counts
+from insarslide.metrics import ThresholdSweep, average_precision, scores_from_counts
+from insarslide.uncertainty import BootstrapSettings, SceneTally, add_baseline_intervals, model_uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -331,16 +332,6 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
     }
 
 
-def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
-    """Step-wise area under the precision-recall curve over thresholds in increasing order.
-
-    ``AP = sum_k (R_k - R_{k+1}) P_k`` with ``R_{K} = 0`` (recall falls as the threshold rises).
-    """
-    precision, recall = np.asarray(precision, np.float64), np.asarray(recall, np.float64)
-    drop = recall - np.append(recall[1:], 0.0)
-    return float(np.sum(drop * precision))
-
-
 # ------------------------------------------------------------------ pixel area
 def pixel_area_km2(table, shard_crs: dict[str, str]) -> np.ndarray:
     """Area of one pixel of each patch (km2) from its geotransform; NaN when the units are unknown.
@@ -410,7 +401,8 @@ class TestEvaluation(L.Callback):
                  num_maps: int = 4, patches: Sequence[Any] = (), num_thresholds: int = 1025,
                  baselines: bool = True, baseline_max_pixels: int = 2_000_000, figures: bool = True,
                  workers: int = 2, pool: str = "thread", min_object_px: float = 0,
-                 min_object_m2: float | None = None, baseline_folds: int = 5):
+                 min_object_m2: float | None = None, baseline_folds: int = 5,
+                 bootstrap: dict[str, Any] | None = None):
         if size_edges is not None and len(size_edges) != 2:
             raise ValueError(f"eval.size_edges must be two pixel areas [e1, e2] or null, got {list(size_edges)}")
         if not 0 < object_overlap <= 1:
@@ -434,6 +426,7 @@ class TestEvaluation(L.Callback):
         self.figures = bool(figures)
         self.workers = int(workers)
         self.pool = str(pool)
+        self.bootstrap = BootstrapSettings.from_config(bootstrap)  # intervals over test scenes
         object_pool(0, self.pool)  # refuse an unknown kind at construction
         self._pool: Executor | None = None
         self.mosaic: SceneMosaic | None = None
@@ -448,6 +441,8 @@ class TestEvaluation(L.Callback):
         datamodule = trainer.datamodule
         store = datamodule.store
         self.threshold = float(pl_module.threshold)
+        self.scene_tally = SceneTally(self.num_thresholds, self.threshold)  # per-scene counts for the intervals
+        self._scene_of = store.table["event_id"].astype(str).to_numpy()
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
         self.maps = {}
@@ -469,6 +464,7 @@ class TestEvaluation(L.Callback):
         probability = outputs["probability"].detach()
         landslide, valid = batch["landslide"], batch["valid"]
         self.sweep.update(probability, landslide, valid)
+        self.scene_tally.update(self._scene_of[batch["index"].cpu().numpy()], probability, landslide, valid)
         predicted = ((probability >= self.threshold) & valid.bool()).cpu().numpy()
         index = batch["index"].cpu()
         self.tested_rows.extend(int(i) for i in index.tolist())
@@ -496,6 +492,11 @@ class TestEvaluation(L.Callback):
                 self.maps.update(maps)
                 self.tested_rows.extend(rows)
         self.tally = self._tally_of(self.mosaic)
+        self.scene_parts = self.scene_tally.parts()
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered_scenes: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered_scenes, self.scene_parts)
+            self.scene_parts = SceneTally.merged(gathered_scenes)
 
     def _tally_of(self, mosaic: SceneMosaic) -> ObjectTally:
         """Objects of every stitched scene (in ``eval.workers`` threads or processes) and the valid test area."""
@@ -516,7 +517,8 @@ class TestEvaluation(L.Callback):
         curve = self.sweep.compute()
         ap = average_precision(curve["precision"].cpu().numpy(), curve["recall"].cpu().numpy())
         return {"average_precision": ap,
-                **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles)}
+                **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles),
+                "uncertainty": model_uncertainty(self.scene_parts, self.bootstrap)}
 
     def pr_curve(self) -> dict[str, list[float]]:
         curve = self.sweep.compute()
@@ -582,6 +584,7 @@ class TestEvaluation(L.Callback):
             predictors["coherence"] = coherence
         counts = {name: np.zeros(3, dtype=np.int64) for name in predictors}
         mosaics = {name: SceneMosaic(store.table, store.patch_size, test_rows, self.pixel_km2) for name in predictors}
+        scene_counts: dict[str, dict[str, np.ndarray]] = {name: {} for name in predictors}  # for the intervals
         for r in test_rows:
             bands, landslide, valid = store.read(r, band_idx)
             mask = valid.astype(bool)
@@ -591,7 +594,10 @@ class TestEvaluation(L.Callback):
             for name, predictor in predictors.items():
                 predicted = np.zeros_like(mask)
                 predicted[mask] = predictor.predict(table[:, family] if name == "logistic_regression" else table)
-                counts[name] += [(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()]
+                confusion = np.array([(predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()])
+                counts[name] += confusion
+                scene = str(events[r])
+                scene_counts[name][scene] = scene_counts[name].get(scene, 0) + confusion
                 mosaics[name].add(r, landslide, valid, predicted)
         tallies = {name: self._tally_of(mosaic) for name, mosaic in mosaics.items()}
 
@@ -617,6 +623,7 @@ class TestEvaluation(L.Callback):
         if coherence is not None:
             out["coherence"] = {"rule": f"1 - coherence >= {1 - coherence.threshold:.4g}", "threshold": coherence.threshold,
                                 "fit_iou": coherence.fit_scores.iou, **with_objects("coherence")}
+        add_baseline_intervals(out, scene_counts, self.scene_parts, self.bootstrap)
         return out
 
     def _scene_medians(self, store: Any, names: list[str], band_idx: list[int]) -> dict[str, dict[str, float]]:

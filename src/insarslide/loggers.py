@@ -147,13 +147,14 @@ def wandb_loggers(loggers: Sequence[Any]) -> list[Any]:
 
 
 def log_run_to_wandb(loggers: Sequence[Any], metrics: Mapping[str, Any], figure_paths: Sequence[Path]) -> None:
-    """Figures as images, the size-stratified and per-run metrics as ``wandb.Table``, final scalars in the summary."""
+    """Figures as images, the size-stratified and per-run metrics and the intervals over test scenes as
+    ``wandb.Table``, final scalars and interval bounds (``final/<predictor>/<score>_low``, ``_high``) in the summary."""
     targets = wandb_loggers(loggers)
     if not targets:
         return
     import wandb
 
-    from insarslide.report import run_row, size_class_rows
+    from insarslide.report import interval_rows, run_row, size_class_rows
 
     row = run_row(metrics)
     run_table = wandb.Table(columns=list(row), data=[list(row.values())])
@@ -161,11 +162,16 @@ def log_run_to_wandb(loggers: Sequence[Any], metrics: Mapping[str, Any], figure_
     classes = size_class_rows(metrics)
     if classes:
         payload["tables/size_classes"] = wandb.Table(columns=list(classes[0]), data=[list(c.values()) for c in classes])
+    intervals = interval_rows(metrics)  # bootstrap intervals over test scenes, model and baselines
+    if intervals:
+        payload["tables/intervals"] = wandb.Table(columns=list(intervals[0]), data=[list(r.values()) for r in intervals])
+    bounds = {f"final/{r['predictor']}/{r['score']}_{side}": r[side] for r in intervals for side in ("low", "high")}
     for path in figure_paths:
         payload[f"figures/{Path(path).stem}"] = wandb.Image(str(path))
     for lg in targets:
         lg.experiment.log(payload)
         lg.experiment.summary.update({f"final/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+        lg.experiment.summary.update(bounds)
 
 
 def finish_wandb(loggers: Sequence[Any]) -> None:

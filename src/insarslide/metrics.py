@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 
@@ -134,3 +135,13 @@ class ThresholdSweep(Metric):
         scores = Scores(**{m: float(result[m][k]) for m in ("precision", "recall", "f1", "iou")},
                         tp=int(result["tp"][k]), fp=int(result["fp"][k]), fn=int(result["fn"][k]))
         return float(self.thresholds[k]), scores
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Step-wise area under the precision-recall curve over thresholds in increasing order.
+
+    ``AP = sum_k (R_k - R_{k+1}) P_k`` with ``R_{K} = 0`` (recall falls as the threshold rises).
+    """
+    precision, recall = np.asarray(precision, np.float64), np.asarray(recall, np.float64)
+    drop = recall - np.append(recall[1:], 0.0)
+    return float(np.sum(drop * precision))

@@ -5,8 +5,14 @@ under SWEEP_DIR (a multirun, a single run, or any tree of them: a run is a
 folder with a ``config.yaml`` or a ``metrics.json``) and writes into SWEEP_DIR:
 
 - ``report.md``: the tables in Markdown, and the jobs that failed or did not finish;
-- ``table_runs.csv`` (one row per run), ``table_summary.csv`` (mean and
-  standard deviation over seeds per group), ``table_size_classes.csv``;
+- ``table_runs.csv`` (one row per run, with the IoU interval over its test
+  scenes), ``table_summary.csv`` (mean and standard deviation over seeds per
+  group), ``table_size_classes.csv``;
+- ``table_arms.csv``: per group (arm) and predictor (the model and its
+  baselines), mean IoU and F1 over seeds with a 95% interval from a bootstrap
+  over seeds x test scenes; ``table_comparisons.csv``: ΔIoU between arms and
+  between each arm's model and its baselines, with interval, sign and a
+  sentence saying whether the two can be told apart (:mod:`insarslide.uncertainty`);
 - ``figures/report_runs.png`` and ``figures/report_size_classes.png``.
 
 Runs without ``metrics.json`` (failed or unfinished jobs) and the jobs of a
@@ -28,14 +34,18 @@ import pandas as pd
 
 from insarslide.atomic import write_text_atomic
 from insarslide.sweeps import FAILURES_FILE, RECORDS_DIR, read_failures
+from insarslide.uncertainty import Arm, BootstrapSettings, arm_interval, format_interval, paired_comparison
 
 METRICS_FILE = "metrics.json"
 RUN_MARKERS = ("config.yaml", METRICS_FILE, ".hydra/config.yaml")
 SCORES = ["iou", "f1", "recall", "precision"]
 BASELINE_SUFFIX = "_baseline_iou"
-SCORE_LIKE = {*SCORES, "average_precision", "detection_rate", "false_alarms_per_km2", "threshold"}
+SCORE_LIKE = {*SCORES, "average_precision", "detection_rate", "false_alarms_per_km2", "threshold", "iou_low",
+              "iou_high"}
 RUN_COLUMNS = ["architecture", "encoder", "model", "params_M", "sigma", "sampler", "oversample", "split", "seed",
-               "threshold", *SCORES, "average_precision", "detection_rate", "false_alarms_per_km2"]
+               "threshold", "iou", "iou_low", "iou_high", *SCORES[1:], "average_precision", "detection_rate",
+               "false_alarms_per_km2"]
+PREDICTORS = ("model", "best_single_band", "logistic_regression")  # the arms' predictors in the interval tables
 
 
 def run_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,10 +57,29 @@ def run_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
            **{k: metrics.get(k) for k in ("sigma", "sampler", "oversample", "split", "seed", "threshold", *SCORES,
                                            "average_precision")},
            "detection_rate": objects.get("detection_rate"), "false_alarms_per_km2": objects.get("false_alarms_per_km2")}
+    iou_interval = (metrics.get("uncertainty") or {}).get("iou") or {}
+    row["iou_low"], row["iou_high"] = iou_interval.get("low"), iou_interval.get("high")  # over test scenes
     for name, baseline in (metrics.get("baselines") or {}).items():
         if isinstance(baseline, Mapping) and "iou" in baseline:
             row[f"{name}{BASELINE_SUFFIX}"] = baseline["iou"]
     return row
+
+
+def interval_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The intervals over test scenes of a run's ``metrics.json``: one row per predictor (the model and each
+    baseline with an ``uncertainty`` section) and score (IoU, F1, AP), with estimate, low and high."""
+    sections = [("model", metrics.get("uncertainty"))]
+    sections += [(name, b.get("uncertainty")) for name, b in (metrics.get("baselines") or {}).items()
+                 if isinstance(b, Mapping)]
+    rows = []
+    for predictor, section in sections:
+        for score in ("iou", "f1", "average_precision"):
+            interval = (section or {}).get(score)
+            if interval:
+                rows.append({"predictor": predictor, "score": score, "estimate": interval["estimate"],
+                             "low": interval["low"], "high": interval["high"],
+                             "confidence": section.get("confidence"), "scenes": len(section.get("scenes") or [])})
+    return rows
 
 
 def size_class_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -204,6 +233,106 @@ def size_class_summary(classes: list[dict[str, Any]], by: Sequence[str]) -> pd.D
     return out.reset_index()
 
 
+def scene_counts(metrics: Mapping[str, Any], predictor: str = "model") -> dict[str, list[int]] | None:
+    """Per test scene (tp, fp, fn) of the model or a baseline in a run's ``metrics.json``; None if absent."""
+    if predictor == "model":
+        section = metrics.get("uncertainty")
+    else:
+        section = ((metrics.get("baselines") or {}).get(predictor) or {}).get("uncertainty")
+    return (section or {}).get("scene_counts") or None
+
+
+def _arm_name(by: Sequence[str], key: Any) -> str:
+    values = key if isinstance(key, tuple) else (key,)
+    return " ".join(f"{c}={v}" for c, v in zip(by, values))
+
+
+def interval_tables(folder: str | Path, table: pd.DataFrame, by: Sequence[str] = ("model", "sigma"),
+                    settings: BootstrapSettings | None = None) -> dict[str, Any]:
+    """Per arm (a group of runs by ``by``) and predictor: mean IoU and F1 over seeds with their interval
+    (bootstrap over seeds x test scenes); ΔIoU between every two arms' models (their seeds drawn apart) and
+    between each arm's model and its baselines (drawn run by run); ``notes`` says what could not be compared."""
+    settings = settings or BootstrapSettings()
+    by = [c for c in by if c in table]
+    arms_rows: list[dict[str, Any]] = []
+    comparisons: list[dict[str, Any]] = []
+    notes: list[str] = []
+    if table.empty or not by:
+        return {"arms": pd.DataFrame(), "comparisons": pd.DataFrame(), "notes": notes}
+    folder = Path(folder)
+    metrics = {run: json.loads((folder / run / METRICS_FILE).read_text()) for run in table["run"]}
+    models: list[Arm] = []
+    for key, group in table.groupby(by, dropna=False, sort=True):
+        name = _arm_name(by, key)
+        arms: dict[str, Arm] = {}
+        for predictor in PREDICTORS:
+            runs = [(run, scene_counts(metrics[run], predictor)) for run in group["run"]]
+            found = [counts for _, counts in runs if counts]
+            if predictor == "model" and len(found) < len(runs):
+                notes.append(f"{name}: {len(runs) - len(found)} run(s) without per-scene counts in metrics.json "
+                             "(written before the intervals existed, or eval=none): left out of the intervals")
+            if not found:
+                continue
+            try:
+                arm = Arm.from_runs(name if predictor == "model" else f"{name} {predictor}", found)
+            except ValueError as exc:
+                notes.append(str(exc))
+                continue
+            arms[predictor] = arm
+            iou, f1 = arm_interval(arm, settings, "iou"), arm_interval(arm, settings, "f1")
+            arms_rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "predictor": predictor,
+                              "runs": iou["runs"], "scenes": len(arm.scenes), "iou": iou["estimate"],
+                              "iou_low": iou["low"], "iou_high": iou["high"], "f1": f1["estimate"],
+                              "f1_low": f1["low"], "f1_high": f1["high"]})
+        if "model" not in arms:
+            continue
+        models.append(arms["model"])
+        for predictor in PREDICTORS[1:]:
+            both = [(scene_counts(metrics[r]), scene_counts(metrics[r], predictor)) for r in group["run"]]
+            both = [(m, b) for m, b in both if m and b]
+            if both:  # a model and its own baseline: the same run, drawn together
+                comparisons.append(paired_comparison(Arm.from_runs(name, [m for m, _ in both]),
+                                                     Arm.from_runs(f"{name} {predictor}", [b for _, b in both]),
+                                                     settings, paired_runs=True))
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            try:
+                comparisons.append(paired_comparison(a, b, settings))
+            except ValueError as exc:
+                notes.append(str(exc))
+    return {"arms": pd.DataFrame(arms_rows), "comparisons": pd.DataFrame(comparisons), "notes": notes}
+
+
+def interval_markdown(intervals: Mapping[str, Any], confidence: float = 0.95) -> str:
+    """The arms' and comparisons' tables (``estimate [low, high]``) and the comparisons in words."""
+    arms, comparisons = intervals["arms"], intervals["comparisons"]
+    level = f"{100 * confidence:g}%"
+    parts = []
+    if not arms.empty:
+        keys = [c for c in arms.columns if c not in ("predictor", "runs", "scenes") and not
+                c.startswith(("iou", "f1"))]
+        frame = arms[keys + ["predictor", "runs", "scenes"]].copy()
+        for score in ("iou", "f1"):
+            frame[f"{score} [{level} CI]"] = [format_interval({"estimate": r[score], "low": r[f"{score}_low"],
+                                                               "high": r[f"{score}_high"]}) for _, r in arms.iterrows()]
+        parts += [f"## Mean over seeds with {level} interval (bootstrap over seeds x test scenes)\n",
+                  markdown_table(frame.astype(object), std=False)]
+    if not comparisons.empty:
+        frame = pd.DataFrame({"a": comparisons["a"], "b": comparisons["b"],
+                              f"ΔIoU [{level} CI]": [format_interval({"estimate": r["delta_iou"], "low": r["low"],
+                                                                       "high": r["high"]}) for _, r in comparisons.iterrows()],
+                              "sign": ["+" if s > 0 else "-" if s < 0 else "0 (cannot be told apart)"
+                                       for s in comparisons["sign"]]})
+        parts += ["## Paired comparisons: ΔIoU = IoU(a) - IoU(b) on the same test scenes\n",
+                  "Hierarchical bootstrap: the test scenes are drawn once per resample for both arms; the seeds of "
+                  "two arms are drawn apart, a model and its own baseline run by run.\n",
+                  markdown_table(frame.astype(object), std=False),
+                  "\n".join(f"- {v}" for v in comparisons["verdict"]) + "\n"]
+    if intervals["notes"]:
+        parts += ["Not in the intervals:\n", "\n".join(f"- {n}" for n in intervals["notes"]) + "\n"]
+    return "\n".join(parts)
+
+
 def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> dict[str, Any]:
     """Write the report files into ``folder``; returns the tables and failures."""
     from insarslide.figures import runs_figure, save_figure, size_class_figure
@@ -212,10 +341,14 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
     table, classes, failed = collect_runs(folder)
     summary = summarise(table, by) if not table.empty else pd.DataFrame()
     sizes = size_class_summary(classes, by)
-    for frame, name in ((table, "table_runs.csv"), (summary, "table_summary.csv"), (sizes, "table_size_classes.csv")):
+    settings = BootstrapSettings()
+    intervals = interval_tables(folder, table, by, settings)
+    for frame, name in ((table, "table_runs.csv"), (summary, "table_summary.csv"), (sizes, "table_size_classes.csv"),
+                        (intervals["arms"], "table_arms.csv"), (intervals["comparisons"], "table_comparisons.csv")):
         write_text_atomic(folder / name, frame.to_csv(index=False))
     parts = [f"# Report: {folder}\n", f"{len(table)} run(s) with metrics, {len(failed)} failed or unfinished job(s).\n",
-             f"## Test scores by {', '.join(by)} (mean ± std over seeds; Tables 6.1/6.2)\n", markdown_table(summary)]
+             f"## Test scores by {', '.join(by)} (mean ± std over seeds; Tables 6.1/6.2)\n", markdown_table(summary),
+             interval_markdown(intervals, settings.confidence)]
     if not sizes.empty:
         parts += ["## Scores by landslide size (Figure 6.3)\n", markdown_table(sizes)]
     parts += ["## Runs\n", markdown_table(table, std=False)]
@@ -229,7 +362,7 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
         per_group = {" ".join(str(v) for v in key) if isinstance(key, tuple) else str(key):
                      group.to_dict("records") for key, group in sizes.groupby(keys, dropna=False, sort=False)}
         save_figure(size_class_figure(per_group), folder / "figures" / "report_size_classes.png")
-    return {"runs": table, "summary": summary, "size_classes": sizes, "failed": failed}
+    return {"runs": table, "summary": summary, "size_classes": sizes, "failed": failed, **intervals}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -243,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(result["summary"]))
+    print(interval_markdown(result))
     for fail in result["failed"]:
         if fail["job"] is None:
             print(f"no metrics: {fail['run']}: {fail['reason']}")
