@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TEST_PATCH, compose_train
+from conftest import REPO, TEST_PATCH, compose_train, worktree_env
 from insarslide.checkpoints import CheckpointError, load_checkpoint, save_checkpoint_atomic
 from insarslide.samplers import BucketSampler, EpochDraws, UniformSampler
 
@@ -50,11 +50,6 @@ def train_command(patch_root: Path, run_dir: str | Path, *extra: str, workers: i
             f"hydra.run.dir={run_dir}", *extra]
 
 
-def worktree_env() -> dict:
-    """This checkout's package (and tests/, for signal_gate); one torch thread per process (runs go two at a
-    time on small machines)."""
-    paths = [str(REPO / "src"), str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "OMP_NUM_THREADS": "1"}
 
 
 class Run:
@@ -64,7 +59,7 @@ class Run:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self._handle = open(log, "w")
-        self.process = subprocess.Popen(command, cwd=log.parent, env=worktree_env(), stdout=self._handle,
+        self.process = subprocess.Popen(command, cwd=log.parent, env=worktree_env(OMP_NUM_THREADS="1"), stdout=self._handle,
                                         stderr=subprocess.STDOUT)
 
     def wait(self, expected: int = 0) -> str:

@@ -18,7 +18,7 @@ from conftest import CONF, REPO
 from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
 from insarslide.report import collect_runs, main as report_main
 from insarslide.sweeps import FAILURES_FILE, LOCK_FILE, RECORDS_DIR, FailureLog, read_failures, record_failure
-from test_training import worktree_env
+from conftest import worktree_env
 
 TINY = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
         "sampler=uniform", "model=unet_r34", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
