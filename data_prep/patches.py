@@ -30,6 +30,7 @@ import pandas as pd
 
 from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
+from insarslide.config import config_dir
 from insarslide.scene import Scene, SceneError, open_scene
 from insarslide.patchstore import (
     COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, ShardWriter,
@@ -353,7 +354,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="patches")
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="patches")
     def _run(cfg: DictConfig) -> None:
         scenes = find_scenes(cfg.scenes_dir)
         if not scenes:

@@ -23,6 +23,7 @@ import numpy as np
 
 from data_prep import dinsar
 from data_prep.events import fill_scene_attrs
+from insarslide.config import config_dir
 from insarslide.scene import write_scene
 from insarslide.spec import S1_WAVELENGTH_M
 
@@ -247,7 +248,7 @@ def main() -> None:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="process")
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="process")
     def _run(cfg: DictConfig) -> None:
         plain = OmegaConf.to_container(cfg, resolve=True)
         try:

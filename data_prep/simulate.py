@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from data_prep import dinsar
 from data_prep.landslides import draw, place_landslides, shift_label
+from insarslide.config import config_dir
 from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.scene import write_scene
 from insarslide.spec import S1_WAVELENGTH_M
@@ -556,7 +557,7 @@ def main() -> None:
     given = {arg.split("=", 1)[0].lstrip("+") for arg in sys.argv[1:]}
     sys.argv[1:1] = [o for o in LOG_DIRS if o.split("=", 1)[0] not in given]
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="simulate")
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="simulate")
     def _run(cfg: DictConfig) -> None:
         paths = simulate_dataset(cfg)
         print(f"{len(paths)} scene(s) in {cfg.out_dir}", file=sys.stderr)

@@ -58,10 +58,10 @@ from data_prep.acquire.transfer import (
 )
 from data_prep.events import load_catalogue
 from insarslide.atomic import write_json_atomic
+from insarslide.config import config_dir
 
 log = logging.getLogger("data_prep.acquire")
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EXIT_FAILED, EXIT_USAGE, EXIT_NO_CREDENTIALS = 1, 2, 3
 
 
@@ -235,7 +235,7 @@ def main() -> None:
     import hydra
 
     # An absolute path: the decorated function lives in a package module, where Hydra would look for a package 'conf'.
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="acquire")
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="acquire")
     def _run(cfg: DictConfig) -> None:
         status = run(cfg)
         if status:
