@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from insarslide import html_map
 from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.checkpoints import CheckpointError, load_module  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
 from insarslide.maps import (
@@ -482,6 +483,7 @@ def predict_scenes(cfg: Any) -> PredictionReport:
     threshold = float(model.threshold) if cfg.threshold is None else float(cfg.threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold={threshold}: must be in [0, 1]")
+    html = html_map.options_from_config(cfg.maps)
     results: list[SceneResult] = []
     failures: list[tuple[str, str]] = []
     owners: dict[str, str] = {}
@@ -501,6 +503,11 @@ def predict_scenes(cfg: Any) -> PredictionReport:
                 result = predict_scene(model, scene_path, output_dir, threshold=threshold, window=window, maps=maps,
                                        device=device, precision=str(cfg.precision), checkpoint=str(cfg.checkpoint),
                                        on_windows=lambda n: bar.advance(window_task, n))
+                if html.enabled:  # <event_id>_map.html (insarslide.html_map)
+                    page, written = html_map.refresh_scene_map(
+                        scene_path, output_dir, event_id, outputs_changed=bool(result.written),
+                        overwrite=bool(cfg.overwrite), threshold=threshold, checkpoint=str(cfg.checkpoint), options=html)
+                    (result.written if written else result.kept).append(page)
                 for warning in result.warnings:
                     log.warning("%s: %s", scene_path, warning)
                 results.append(result)
@@ -509,6 +516,8 @@ def predict_scenes(cfg: Any) -> PredictionReport:
             except Exception as exc:  # a batch run reports any failure per scene and goes on
                 failures.append((str(scene_path), f"{scene_path}: {type(exc).__name__}: {exc}"))
             bar.advance(scene_task)
+    if html.enabled and results:
+        html_map.write_index(output_dir)
     return PredictionReport(results, failures, threshold, time.perf_counter() - start)
 
 
