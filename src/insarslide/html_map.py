@@ -159,7 +159,8 @@ def to_pixel_geometry(geometry, transform, crs_wkt: str | None, pixel_coordinate
 
     def convert(lonlat: np.ndarray) -> np.ndarray:
         x, y = to_crs.transform(lonlat[:, 0], lonlat[:, 1])
-        col, row = inverse * (np.asarray(x), np.asarray(y))
+        x, y = np.asarray(x), np.asarray(y)
+        col, row = inverse.a * x + inverse.b * y + inverse.c, inverse.d * x + inverse.e * y + inverse.f
         return np.column_stack([col, row])
 
     return shapely.transform(geometry, convert)
@@ -204,7 +205,8 @@ def lonlat_grid(transform, crs_wkt: str | None, height: int, width: int, nodes: 
     from pyproj import CRS, Transformer
 
     cols, rows = np.meshgrid(np.linspace(0, width, nodes), np.linspace(0, height, nodes))
-    x, y = transform * (cols, rows)
+    t = transform
+    x, y = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
     lon, lat = Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_epsg(4326), always_xy=True).transform(x, y)
     return {"nodes": nodes, "lon": np.round(lon, 7).ravel().tolist(), "lat": np.round(lat, 7).ravel().tolist()}
 
