@@ -44,6 +44,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from insarslide.calibration import Calibration, CalibrationTally
 from insarslide.metrics import ThresholdSweep, scores_from_counts
 
 log = logging.getLogger(__name__)
@@ -316,6 +317,10 @@ class TestEvaluation(L.Callback):
         self.threshold = float(pl_module.threshold)
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
+        # reliability and ECE (insarslide.calibration): bins from the calibration callback when there is one
+        self.calibrator = next((c for c in trainer.callbacks if isinstance(c, Calibration)), None)
+        self.calibration = CalibrationTally(self.calibrator.num_bins if self.calibrator else 15, self.threshold,
+                                            float(getattr(pl_module, "temperature", 1.0)))
         self.maps = {}
         self._valid_km2: list[float] = []  # per patch; summed exactly once all are in (the same on any number of processes)
         test_rows = np.array([s.patch for s in datamodule.test_set.samples], dtype=np.int64)
@@ -337,6 +342,7 @@ class TestEvaluation(L.Callback):
         probability = outputs["probability"].detach()
         landslide, valid = batch["landslide"], batch["valid"]
         self.sweep.update(probability, landslide, valid)
+        self.calibration.add_batch(probability, landslide, valid)
         predicted = (probability >= self.threshold) & valid.bool()
         truth = landslide.bool() & valid.bool()
         index = batch["index"].cpu()
@@ -371,9 +377,12 @@ class TestEvaluation(L.Callback):
             # Every process holds the statistics of its own test patches (no patch twice: the data
             # module's unrepeated sampler); gathering them gives every process the whole test set.
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (self.tally, self.maps, self._valid_km2))
+            torch.distributed.all_gather_object(gathered, (self.tally, self.maps, self._valid_km2, self.calibration))
             self.tally, self.maps, self._valid_km2 = ObjectTally(), {}, []
-            for tally, maps, valid_km2 in gathered:
+            self.calibration = CalibrationTally(self.calibration.pixel.num_bins, self.threshold,
+                                                self.calibration.temperature)
+            for tally, maps, valid_km2, calibration in gathered:
+                self.calibration.merge(calibration)
                 self.tally.merge(tally)
                 self.maps.update(maps)
                 self._valid_km2.extend(valid_km2)
@@ -384,7 +393,10 @@ class TestEvaluation(L.Callback):
         """The evaluation sections of ``metrics.json`` (AP, size classes, objects)."""
         curve = self.sweep.compute()
         ap = average_precision(curve["precision"].cpu().numpy(), curve["recall"].cpu().numpy())
-        return {"average_precision": ap,
+        calibration = self.calibration.section()
+        if self.calibrator is not None and self.calibrator.fit is not None:
+            calibration["fit"] = self.calibrator.fit
+        return {"average_precision": ap, "calibration": calibration,
                 **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles)}
 
     def pr_curve(self) -> dict[str, list[float]]:
