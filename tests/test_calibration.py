@@ -156,3 +156,27 @@ def test_reliability_figure_draws_both_panels():
     assert section["pixel_uncalibrated"]["bins"]["mean_probability"][4] == pytest.approx(81 / 82)
     fig = cal.reliability_figure(section, "t")
     assert len(fig.axes) == 2 and fig.axes[0].get_lines()
+
+
+def test_training_with_temperature_calibrates_the_best_checkpoint_and_reports_ece(tmp_path, patch_root):
+    from conftest import compose_train
+
+    from insarslide.train import train
+
+    cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+                         "++trainer.limit_val_batches=2", "calibration=temperature", "eval.baselines=false"],
+                        tmp_path, patch_root)
+    metrics = train(cfg)
+    section = metrics["calibration"]
+    fit = section["fit"]
+    state = load_checkpoint(tmp_path / metrics["best_checkpoint"])
+    assert float(state["state_dict"]["temperature"]) == pytest.approx(fit["temperature"]) == section["temperature"]
+    # the test ran with the calibrated threshold, which makes the raw threshold's decisions
+    assert metrics["threshold"] == pytest.approx(fit["threshold"], abs=1e-6)
+    assert fit["threshold"] == pytest.approx(cal.calibrated_threshold(fit["threshold_uncalibrated"],
+                                                                      fit["temperature"]), abs=1e-6)
+    assert fit["validation_nll"]["after"] <= fit["validation_nll"]["before"] + 1e-9
+    for key in ("pixel", "pixel_uncalibrated", "objects"):
+        assert sum(section[key]["bins"]["count"]) == section[key]["samples"]
+    assert section["pixel"]["samples"] > 0 and 0.0 <= section["pixel"]["ece"] <= 1.0
+    assert (tmp_path / "figures" / "reliability.png").is_file()
