@@ -500,7 +500,9 @@ html,body{margin:0;height:100%;overflow:hidden;font:13px system-ui,sans-serif;ba
   resize(); fit();
   // for scripted checks (tests/test_html_map.py) and the curious: counts and the view transform
   window.insarslideMap = {polygons: polygons.length, inventory: inventory.length,
-    toScreen: (x, y) => [ox + x * scale, oy + y * scale]};
+    toScreen: (x, y) => [ox + x * scale, oy + y * scale],
+    centerOn: (x, y) => { ox = canvas.width / 2 - x * scale; oy = canvas.height / 2 - y * scale; draw();
+                          return [canvas.width / 2, canvas.height / 2]; }};
 })();
 </script>
 </body></html>
@@ -658,7 +660,8 @@ def check_in_browser(page: str | os.PathLike, *, screenshot: str | os.PathLike |
                 rings = data["polygons"][hover_polygon]["rings"]
                 polygon = Polygon(np.reshape(rings[0], (-1, 2)))
                 point = polygon.representative_point()
-                x, y = evaluate(f"window.insarslideMap.toScreen({point.x}, {point.y})")
+                # pan the point to the window's centre, clear of the panels in the corners
+                x, y = evaluate(f"window.insarslideMap.centerOn({point.x}, {point.y})")
                 browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=session)
                 report["hover"] = evaluate("({display: getComputedStyle(document.getElementById('tooltip')).display, "
                                            "text: document.getElementById('tooltip').innerText, "
