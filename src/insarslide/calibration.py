@@ -40,6 +40,9 @@ import numpy as np
 import torch
 
 METHODS = ("none", "temperature")
+# Probabilities are summed as whole multiples of 2^-24: integer sums do not depend on the order of the
+# samples, so one process and several (DDP, gathered in another order) give the same tally to the bit.
+PROBABILITY_UNIT = 2.0**-24
 LOGIT_RANGE = 30.0  # |logit| beyond this is clipped into the histogram's end bins (p within 1e-13 of 0 or 1)
 
 
@@ -50,7 +53,8 @@ def bin_index(probability: np.ndarray, num_bins: int) -> np.ndarray:
 
 @dataclass
 class ReliabilityTally:
-    """Per-bin count, summed probability and summed outcome of a stream of (probability, outcome) samples."""
+    """Per-bin count, summed probability (in ``PROBABILITY_UNIT``) and summed outcome of a stream of
+    (probability, outcome) samples; all integers."""
 
     num_bins: int = 15
     count: np.ndarray = field(init=False)
@@ -61,16 +65,26 @@ class ReliabilityTally:
         if self.num_bins < 1:
             raise ValueError(f"calibration.num_bins={self.num_bins}: must be at least 1")
         self.count = np.zeros(self.num_bins, np.int64)
-        self.sum_p = np.zeros(self.num_bins, np.float64)
-        self.sum_y = np.zeros(self.num_bins, np.float64)
+        self.sum_p = np.zeros(self.num_bins, np.int64)
+        self.sum_y = np.zeros(self.num_bins, np.int64)
 
     def add(self, probability: np.ndarray, outcome: np.ndarray) -> None:
         probability = np.asarray(probability, np.float64).ravel()
         outcome = np.asarray(outcome, np.float64).ravel()
+        self.add_weighted(probability, outcome, np.ones(probability.shape, np.int64))
+
+    def add_weighted(self, probability: np.ndarray, outcome: np.ndarray, weight: np.ndarray) -> None:
+        """``weight`` (whole numbers) samples at each (probability, outcome)."""
         b = bin_index(probability, self.num_bins)
-        self.count += np.bincount(b, minlength=self.num_bins)
-        self.sum_p += np.bincount(b, weights=probability, minlength=self.num_bins)
-        self.sum_y += np.bincount(b, weights=outcome, minlength=self.num_bins)
+        weight = np.asarray(weight, np.int64).ravel()
+        units = np.round(np.asarray(probability, np.float64).ravel() / PROBABILITY_UNIT).astype(np.int64)
+        for total, values in ((self.count, weight), (self.sum_p, weight * units),
+                              (self.sum_y, weight * np.asarray(outcome).ravel().astype(np.int64))):
+            if weight.size and weight.max() == 1 and weight.min() == 1:
+                # float64 sums of whole numbers below 2^53 are exact (up to 2^29 samples per call)
+                total += np.bincount(b, weights=values, minlength=self.num_bins).round().astype(np.int64)
+            else:
+                np.add.at(total, b, values)
 
     def merge(self, other: ReliabilityTally) -> None:
         self.count += other.count
@@ -82,14 +96,14 @@ class ReliabilityTally:
         if total == 0:
             return None
         filled = self.count > 0
-        gap = np.abs(self.sum_p[filled] - self.sum_y[filled])  # n_b |mean p_b - freq_b|
+        gap = np.abs(self.sum_p[filled] * PROBABILITY_UNIT - self.sum_y[filled])  # n_b |mean p_b - freq_b|
         return float(gap.sum() / total)
 
     def section(self) -> dict[str, Any]:
         """``{"ece", "samples", "bins": {"lower", "upper", "count", "mean_probability", "frequency"}}``."""
         filled = self.count > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_p = np.where(filled, self.sum_p / np.maximum(self.count, 1), np.nan)
+            mean_p = np.where(filled, self.sum_p * PROBABILITY_UNIT / np.maximum(self.count, 1), np.nan)
             freq = np.where(filled, self.sum_y / np.maximum(self.count, 1), np.nan)
         edges = np.linspace(0, 1, self.num_bins + 1)
         as_list = lambda a: [None if not np.isfinite(v) else float(v) for v in a]  # noqa: E731
@@ -183,11 +197,8 @@ class LogitHistogram:
     def reliability(self, temperature: float, num_bins: int) -> ReliabilityTally:
         tally = ReliabilityTally(num_bins)
         p = 1 / (1 + np.exp(-self.centres / temperature))
-        for weights, outcome in ((self.positive, 1.0), (self.negative, 0.0)):
-            b = bin_index(p, num_bins)
-            tally.count += np.bincount(b, weights=weights, minlength=num_bins).astype(np.int64)
-            tally.sum_p += np.bincount(b, weights=weights * p, minlength=num_bins)
-            tally.sum_y += np.bincount(b, weights=weights * outcome, minlength=num_bins)
+        for weights, outcome in ((self.positive, 1), (self.negative, 0)):
+            tally.add_weighted(p, np.full(p.shape, outcome), weights)
         return tally
 
 
