@@ -617,8 +617,8 @@ def check_in_browser(page: str | os.PathLike, *, screenshot: str | os.PathLike |
     Returns ``errors`` (console errors and uncaught exceptions), ``requests``
     (every URL the page asked for that is not ``file:`` or ``data:``), the
     polygon counts the page drew, and, when ``hover_polygon`` is an index,
-    the tooltip shown with the mouse on that predicted polygon (at a point
-    inside it, found by shapely). Writes a PNG of the window when asked.
+    the tooltip shown with the mouse on that predicted polygon (-1: the
+    largest; at a point inside it, found by shapely). Writes a PNG of the window when asked.
     """
     import tempfile
 
@@ -657,11 +657,15 @@ def check_in_browser(page: str | os.PathLike, *, screenshot: str | os.PathLike |
             report: dict[str, Any] = {"counts": evaluate("({polygons: window.insarslideMap.polygons, "
                                                          "inventory: window.insarslideMap.inventory})")}
             if hover_polygon is not None and data["polygons"]:
+                if hover_polygon < 0:  # the largest
+                    hover_polygon = max(range(len(data["polygons"])), key=lambda k: data["polygons"][k]["area_px"])
                 rings = data["polygons"][hover_polygon]["rings"]
                 polygon = Polygon(np.reshape(rings[0], (-1, 2)))
                 point = polygon.representative_point()
-                # pan the point to the window's centre, clear of the panels in the corners
-                x, y = evaluate(f"window.insarslideMap.centerOn({point.x}, {point.y})")
+                # hover where the whole scene shows it; under a panel or outside, pan it to the centre first
+                x, y = evaluate(f"(() => {{ const [x, y] = window.insarslideMap.toScreen({point.x}, {point.y}); "
+                                "return document.elementFromPoint(x, y) === document.getElementById('map') ? "
+                                f"[x, y] : window.insarslideMap.centerOn({point.x}, {point.y}); }})()")
                 browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=session)
                 report["hover"] = evaluate("({display: getComputedStyle(document.getElementById('tooltip')).display, "
                                            "text: document.getElementById('tooltip').innerText, "
@@ -701,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m insarslide.html_map", description=main.__doc__)
     parser.add_argument("page", help="an <event_id>_map.html written by predict.py")
     parser.add_argument("--screenshot", help="write a PNG of the page here")
-    parser.add_argument("--hover", type=int, default=0, help="index of the predicted polygon to hover (default 0)")
+    parser.add_argument("--hover", type=int, default=0, help="index of the predicted polygon to hover (default 0; -1: the largest)")
     parser.add_argument("--width", type=int, default=1200)
     parser.add_argument("--height", type=int, default=800)
     args = parser.parse_args(argv)
