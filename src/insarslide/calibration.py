@@ -40,8 +40,8 @@ import numpy as np
 import torch
 
 METHODS = ("none", "temperature")
-# Probabilities are summed as whole multiples of 2^-24: integer sums do not depend on the order of the
-# samples, so one process and several (DDP, gathered in another order) give the same tally to the bit.
+# Probabilities are summed as whole multiples of 2^-24: integer sums do not depend on the order in which
+# the samples arrive (DDP gathers the ranks' tallies in another order than one process sees the batches).
 PROBABILITY_UNIT = 2.0**-24
 LOGIT_RANGE = 30.0  # |logit| beyond this is clipped into the histogram's end bins (p within 1e-13 of 0 or 1)
 
