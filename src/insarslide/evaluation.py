@@ -49,6 +49,7 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from insarslide.calibration import Calibration, CalibrationTally
 from insarslide.metrics import ThresholdSweep, average_precision, scores_from_counts
 from insarslide.uncertainty import BootstrapSettings, SceneTally, add_baseline_intervals, model_uncertainty
 
@@ -445,6 +446,10 @@ class TestEvaluation(L.Callback):
         self._scene_of = store.table["event_id"].astype(str).to_numpy()
         self.sweep = ThresholdSweep(self.num_thresholds).to(pl_module.device)
         self.tally = ObjectTally()
+        # reliability and ECE (insarslide.calibration): bins from the calibration callback when there is one
+        self.calibrator = next((c for c in trainer.callbacks if isinstance(c, Calibration)), None)
+        self.calibration = CalibrationTally(self.calibrator.num_bins if self.calibrator else 15, self.threshold,
+                                            float(getattr(pl_module, "temperature", 1.0)))
         self.maps = {}
         self.tested_rows = []
         test_rows = np.array([s.patch for s in datamodule.test_set.samples], dtype=np.int64)
@@ -465,6 +470,7 @@ class TestEvaluation(L.Callback):
         landslide, valid = batch["landslide"], batch["valid"]
         self.sweep.update(probability, landslide, valid)
         self.scene_tally.update(self._scene_of[batch["index"].cpu().numpy()], probability, landslide, valid)
+        self.calibration.add_batch(probability, landslide, valid)
         predicted = ((probability >= self.threshold) & valid.bool()).cpu().numpy()
         index = batch["index"].cpu()
         self.tested_rows.extend(int(i) for i in index.tolist())
@@ -483,12 +489,16 @@ class TestEvaluation(L.Callback):
             # Every process holds its own test patches (no patch twice: the data module's unrepeated
             # sampler); gathering the scene grids gives every process the whole test set.
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (self.mosaic.grids, self.maps, self.tested_rows))
+            torch.distributed.all_gather_object(gathered, (self.mosaic.grids, self.maps, self.tested_rows,
+                                                           self.calibration))
             self.mosaic.grids, self.maps, self.tested_rows = {}, {}, []
-            for grids, maps, rows in gathered:
+            self.calibration = CalibrationTally(self.calibration.pixel.num_bins, self.threshold,
+                                                self.calibration.temperature)
+            for grids, maps, rows, calibration in gathered:
                 other = SceneMosaic.__new__(SceneMosaic)
                 other.grids = grids
                 self.mosaic.merge(other)
+                self.calibration.merge(calibration)
                 self.maps.update(maps)
                 self.tested_rows.extend(rows)
         self.tally = self._tally_of(self.mosaic)
@@ -516,7 +526,10 @@ class TestEvaluation(L.Callback):
         """The evaluation sections of ``metrics.json`` (AP, size classes, objects)."""
         curve = self.sweep.compute()
         ap = average_precision(curve["precision"].cpu().numpy(), curve["recall"].cpu().numpy())
-        return {"average_precision": ap,
+        calibration = self.calibration.section()
+        if self.calibrator is not None and self.calibrator.fit is not None:
+            calibration["fit"] = self.calibrator.fit
+        return {"average_precision": ap, "calibration": calibration,
                 **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles),
                 "uncertainty": model_uncertainty(self.scene_parts, self.bootstrap)}
 

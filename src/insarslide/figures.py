@@ -195,6 +195,10 @@ def run_figures(run_dir: str | Path) -> dict[str, Figure]:
     if curves.get("test_pr"):
         figures["pr_curve"] = pr_curve_figure({label: {**curves["test_pr"],
                                                        "average_precision": metrics.get("average_precision")}})
+    if metrics.get("calibration"):
+        from insarslide.calibration import reliability_figure
+
+        figures["reliability"] = reliability_figure(metrics["calibration"], f"test: {label}")
     if curves.get("val_threshold"):
         figures["iou_vs_threshold"] = threshold_figure(curves["val_threshold"], threshold,
                                                        f"validation: {label}")

@@ -58,6 +58,7 @@ class LandslideSegmenter(L.LightningModule):
         self.register_buffer("band_mean", torch.zeros(n))
         self.register_buffer("band_std", torch.ones(n))
         self.register_buffer("threshold", torch.tensor(0.5))
+        self.register_buffer("temperature", torch.tensor(1.0))  # logits are divided by it (insarslide.calibration)
         self.val_sweep = ThresholdSweep(num_thresholds)
         self.test_scores = BinaryScores()
         self.last_val_choice: tuple[float, Any] | None = None
@@ -107,7 +108,7 @@ class LandslideSegmenter(L.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # float32 logits also under mixed precision: the loss, sigmoid and threshold sweep need the resolution
-        return self.net(x)[:, 0].float()
+        return self.net(x)[:, 0].float() / self.temperature
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["bands"], batch["valid"])
@@ -116,6 +117,10 @@ class LandslideSegmenter(L.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "test",
                  batch_size=logits.shape[0], sync_dist=stage != "train")
         return loss, logits
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "temperature", torch.tensor(1.0))  # checkpoints from before calibration
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # --------------------------------------------------------------- loops
     def training_step(self, batch, batch_idx):

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from insarslide import html_map
 from insarslide.atomic import temporary_sibling, write_json_atomic
 from insarslide.checkpoints import (  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
     CheckpointError,
@@ -717,6 +718,7 @@ def predict_scenes(cfg: Any) -> PredictionReport:
         raise ValueError(f"threshold={threshold}: must be in [0, 1] (checkpoint {checkpoint} chose "
                          f"{float(model.threshold):.3f})")
     model_id = {"checkpoint_sha256": file_sha256(checkpoint)}
+    html = html_map.options_from_config(cfg.maps)
     results: list[SceneResult] = []
     failures: list[tuple[str, str]] = []
     owners: dict[str, str] = {}
@@ -736,6 +738,11 @@ def predict_scenes(cfg: Any) -> PredictionReport:
                 result = predict_scene(model, scene_path, output_dir, threshold=threshold, window=window, maps=maps,
                                        device=device, precision=str(cfg.precision), checkpoint=checkpoint,
                                        model_id=model_id, on_windows=lambda n: bar.advance(window_task, n))
+                if html.enabled:  # <event_id>_map.html (insarslide.html_map)
+                    page, written = html_map.refresh_scene_map(
+                        scene_path, output_dir, event_id, outputs_changed=bool(result.written),
+                        overwrite=bool(cfg.overwrite), threshold=threshold, checkpoint=checkpoint, options=html)
+                    (result.written if written else result.kept).append(page)
                 for warning in result.warnings:
                     log.warning("%s: %s", scene_path, warning)
                 results.append(result)
@@ -744,6 +751,8 @@ def predict_scenes(cfg: Any) -> PredictionReport:
             except Exception as exc:  # a batch run reports any failure per scene and goes on
                 failures.append((str(scene_path), f"{scene_path}: {type(exc).__name__}: {exc}"))
             bar.advance(scene_task)
+    if html.enabled and results:
+        html_map.write_index(output_dir)
     return PredictionReport(results, failures, threshold, time.perf_counter() - start)
 
 
