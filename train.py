@@ -1,6 +1,6 @@
 """``python train.py [experiment=quickstart] [model=...] [-m ...]``: the same as ``insarslide-train``."""
 
-from insarslide.train_cli import train_main
+from insarslide.training.cli import train_main
 
 if __name__ == "__main__":
     train_main()

@@ -39,7 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import insarslide.config  # noqa: F401
-from insarslide.patchstore import PatchStore
+from insarslide.data.patchstore import PatchStore
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

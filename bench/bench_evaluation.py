@@ -34,12 +34,12 @@ from hydra import compose, initialize_config_dir
 from scipy import ndimage
 
 import insarslide.config  # noqa: F401
-from insarslide.datamodule import PatchDataModule
-from insarslide.evaluation import TestEvaluation
-from insarslide.module import LandslideSegmenter
-from insarslide.patchstore import ShardWriter, write_dataset_index
-from insarslide.spec import BANDS
-from insarslide.splits import RegionSplit
+from insarslide.data.datamodule import PatchDataModule
+from insarslide.training.evaluation import TestEvaluation
+from insarslide.models.module import LandslideSegmenter
+from insarslide.data.patchstore import ShardWriter, write_dataset_index
+from insarslide.contract.spec import BANDS
+from insarslide.data.splits import RegionSplit
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

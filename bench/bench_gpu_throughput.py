@@ -29,8 +29,8 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
 import insarslide.config  # noqa: F401
-from insarslide.loss import masked_bce_with_logits
-from insarslide.module import COMPILE_MODES, LandslideSegmenter
+from insarslide.models.loss import masked_bce_with_logits
+from insarslide.models.module import COMPILE_MODES, LandslideSegmenter
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]

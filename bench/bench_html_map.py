@@ -1,4 +1,4 @@
-"""Size of the offline HTML map (insarslide.html_map) for a 10000 x 10000 px scene.
+"""Size of the offline HTML map (insarslide.inference.html_map) for a 10000 x 10000 px scene.
 
 The page holds two images reduced to at most ``maps.html_max_px`` on the long side
 (1000 x 1000 here: factor 10) and the predicted and inventory polygons at full
@@ -22,7 +22,7 @@ from rasterio.features import shapes
 from scipy import ndimage
 from shapely.geometry import shape
 
-from insarslide import html_map
+from insarslide.inference import html_map
 
 SIDE = 10_000
 PIXEL_M = 10.0

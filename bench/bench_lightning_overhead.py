@@ -20,8 +20,8 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader, Dataset
 
 import insarslide.config  # noqa: F401
-from insarslide.loss import masked_bce_with_logits
-from insarslide.module import LandslideSegmenter
+from insarslide.models.loss import masked_bce_with_logits
+from insarslide.models.module import LandslideSegmenter
 
 CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf"
 

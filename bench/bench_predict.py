@@ -36,8 +36,8 @@ from bench_tiling_memory import write_large_scene  # noqa: E402  (the benchmark 
 CHILD = r"""
 import json, sys, time
 import numpy as np, torch
-from insarslide.predict import WindowOptions, MapOptions, load_checkpoint, predict_scene, window_origins
-from insarslide.scene import open_scene
+from insarslide.inference.predict import WindowOptions, MapOptions, load_checkpoint, predict_scene, window_origins
+from insarslide.contract.scene import open_scene
 
 checkpoint, scene_path, out, mode = sys.argv[1:5]
 model = load_checkpoint(checkpoint)
@@ -85,8 +85,8 @@ def save_model(net: dict, path: Path) -> Path:
     import lightning as L
     import torch
 
-    from insarslide.module import LandslideSegmenter
-    from insarslide.spec import BANDS
+    from insarslide.models.module import LandslideSegmenter
+    from insarslide.contract.spec import BANDS
 
     torch.manual_seed(0)
     module = LandslideSegmenter(net=net, bands=list(BANDS))
@@ -98,7 +98,7 @@ def save_model(net: dict, path: Path) -> Path:
 
 
 def conf_net(model: str) -> dict:
-    from insarslide.spec import BANDS
+    from insarslide.contract.spec import BANDS
 
     net = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / f"{model}.yaml"))["net"]
     net["in_channels"] = len(BANDS)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.scene import STRIP_ROWS, open_scene, write_scene
-from insarslide.spec import BANDS
+from insarslide.contract.scene import STRIP_ROWS, open_scene, write_scene
+from insarslide.contract.spec import BANDS
 
 
 def main() -> None:

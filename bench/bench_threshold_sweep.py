@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from insarslide.metrics import ThresholdSweep, confusion_counts
+from insarslide.metrics.pixel import ThresholdSweep, confusion_counts
 
 
 def timed(fn, repeats: int) -> float:

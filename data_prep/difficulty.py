@@ -6,7 +6,7 @@ The scenes (sorted by name) are dealt alternately to a *fitting* half and a
 *held-out* half. On the fitting half, each band (and ``coherence - local
 median``) gets its best global threshold and direction by pixel IoU, and a
 per-pixel logistic regression is fitted on the seven bands plus their 5 x 5
-local mean and standard deviation (:mod:`insarslide.baselines`, the same rules
+local mean and standard deviation (:mod:`insarslide.metrics.baselines`, the same rules
 the evaluation tables report). The report gives their IoU and ROC AUC on the
 held-out half, plus what the labels look like: connected-region areas against
 the thesis's size classes (156 and 1043 px), the share of tiles holding
@@ -27,10 +27,10 @@ import numpy as np
 from scipy import ndimage
 
 from insarslide.atomic import write_json_atomic
-from insarslide.baselines import (band_rules, choose_rule_by_scene_cv, coherence_rule, fit_logistic, local_features,
+from insarslide.metrics.baselines import (band_rules, choose_rule_by_scene_cv, coherence_rule, fit_logistic, local_features,
                                   pixel_scores, pixel_table, reference_per_scene, roc_auc, scene_medians)
-from insarslide.scene import open_scene
-from insarslide.spec import BANDS
+from insarslide.contract.scene import open_scene
+from insarslide.contract.spec import BANDS
 
 THESIS_SIZE_CLASSES_PX = (156, 1043)  # the thesis's small / medium / large bounds (Figure 6.3)
 CONTRAST = "coherence - local median"

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage
 
-from insarslide.spec import S1_WAVELENGTH_M
+from insarslide.contract.spec import S1_WAVELENGTH_M
 
 
 def wrap(phase_rad: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.scene import Scene, SceneError
+from insarslide.contract.scene import Scene, SceneError
 
 INVENTORY_SUFFIXES = (".geojson", ".json", ".shp", ".kml", ".gpkg")
 

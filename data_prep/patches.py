@@ -9,7 +9,7 @@ the memory held is a few strips whatever the scene size. Tiles are laid from
 the top-left corner; tiles that cross the right or bottom edge are padded with
 no-data (``valid = 0``) so that no labelled pixel is dropped; tiles without a
 single valid pixel are skipped and counted. Every scene becomes one shard of
-the format in :mod:`insarslide.patchstore`, written atomically; a rerun skips
+the format in :mod:`insarslide.data.patchstore`, written atomically; a rerun skips
 scenes whose shard is complete (``resume=true``). ``convert`` copies a data set
 of the old raw format (version 1: ``.f32``/``.u8`` arrays with CSV and JSON),
 or re-writes a NetCDF one with other compression, shard by shard (resumable).
@@ -31,12 +31,12 @@ import pandas as pd
 from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
 from insarslide.config import config_dir
-from insarslide.scene import Scene, SceneError, open_scene
-from insarslide.patchstore import (
+from insarslide.contract.scene import Scene, SceneError, open_scene
+from insarslide.data.patchstore import (
     COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, ShardWriter,
     shard_exists, write_dataset_index,
 )
-from insarslide.spec import BANDS
+from insarslide.contract.spec import BANDS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from insarslide.patchstore import DATASET_FILE
+from insarslide.data.patchstore import DATASET_FILE
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = "synthetic"

@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from data_prep.simulate import simulate_scene  # noqa: E402
-from insarslide.spec import BAND_BY_NAME, BANDS  # noqa: E402
+from insarslide.contract.spec import BAND_BY_NAME, BANDS  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "simulate.yaml"
 COLOURMAPS = {"phase": "twilight", "coherence": "gray", "intensity": "gray", "elevation": "terrain",

@@ -3,7 +3,7 @@
 The signal tests of test_resume.py hand it to a ``train.py`` child as
 ``+callbacks.signal_gate={_target_:signal_gate.WaitForSignal,...}`` (the tests folder is on the child's
 PYTHONPATH). At the end of training step ``at_step`` it writes ``ready_file`` and then waits until
-:class:`insarslide.callbacks.ResumeCheckpoint` has noticed a signal; only then does the batch end go on, so
+:class:`insarslide.training.callbacks.ResumeCheckpoint` has noticed a signal; only then does the batch end go on, so
 the resume point falls on that step however busy the machine is (no sleeps and hope). A run that finds
 ``ready_file`` already there (the resumed run of the same config) passes the step without waiting.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import lightning as L
 
-from insarslide.callbacks import ResumeCheckpoint
+from insarslide.training.callbacks import ResumeCheckpoint
 
 
 class WaitForSignal(L.Callback):

@@ -1,9 +1,9 @@
-"""Trivial baselines (insarslide.baselines) on hand-made pixel tables with worked-out answers."""
+"""Trivial baselines (insarslide.metrics.baselines) on hand-made pixel tables with worked-out answers."""
 
 import numpy as np
 import pytest
 
-from insarslide.baselines import (best_single_band_rule, band_rules, fit_logistic, local_features, pixel_scores,
+from insarslide.metrics.baselines import (best_single_band_rule, band_rules, fit_logistic, local_features, pixel_scores,
                                   pixel_table, roc_auc, sweep_thresholds)
 
 
@@ -110,7 +110,7 @@ def _two_scenes():
 
 
 def test_scene_blocked_cross_validation_by_hand():
-    from insarslide.baselines import choose_rule_by_scene_cv
+    from insarslide.metrics.baselines import choose_rule_by_scene_cv
 
     x, y, scenes = _two_scenes()
     chosen = choose_rule_by_scene_cv(x, y, scenes, ["a", "b"], folds=5, thresholds=np.arange(0, 16))
@@ -128,7 +128,7 @@ def test_scene_blocked_cross_validation_by_hand():
 
 
 def test_displacement_is_referenced_per_scene_and_counted_once_with_the_phase():
-    from insarslide.baselines import reference_per_scene, rule_columns, scene_medians
+    from insarslide.metrics.baselines import reference_per_scene, rule_columns, scene_medians
 
     x, _, scenes = _two_scenes()
     names = ["displacement", "coherence"]
@@ -144,7 +144,7 @@ def test_displacement_is_referenced_per_scene_and_counted_once_with_the_phase():
 
 
 def test_coherence_rule_is_one_minus_coherence():
-    from insarslide.baselines import coherence_rule
+    from insarslide.metrics.baselines import coherence_rule
 
     x = np.array([[0.1], [0.3], [0.8], [0.9]])
     rule = coherence_rule(x, np.array([1, 1, 0, 0]), ["coherence"])

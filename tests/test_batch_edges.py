@@ -6,10 +6,10 @@ import pytest
 
 from conftest import compose_train
 from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
-from insarslide.datamodule import PatchDataModule
-from insarslide.spec import BANDS
-from insarslide.splits import RegionSplit
-from insarslide.train import train
+from insarslide.data.datamodule import PatchDataModule
+from insarslide.contract.spec import BANDS
+from insarslide.data.splits import RegionSplit
+from insarslide.training.run import train
 
 FIVE_TRAINING = {"train_a": 5, "val_b": 3, "test_c": 3}
 

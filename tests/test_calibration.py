@@ -1,4 +1,4 @@
-"""Calibration (insarslide.calibration): ECE, reliability over objects, temperature scaling, checkpoint round trip."""
+"""Calibration (insarslide.metrics.calibration): ECE, reliability over objects, temperature scaling, checkpoint round trip."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import rasterio
 import torch
 from test_predict import PHASE, labelled_scene, logit, phase_copy_module, predict_config, save_checkpoint
 
-from insarslide import calibration as cal
-from insarslide.checkpoints import load_checkpoint, load_module
-from insarslide.predict import predict_scenes
+from insarslide.metrics import calibration as cal
+from insarslide.reporting.figures import reliability_figure
+from insarslide.training import calibration as train_cal
+from insarslide.training.checkpoints import load_checkpoint, load_module
+from insarslide.inference.predict import predict_scenes
 
 # The over-confident predictor: it says 0.9 where 60 % are landslides and 0.1 where 40 % are. Calibrated,
 # sigmoid(logit(0.9) / T) = 0.6, so T = ln 9 / ln 1.5 = 5.41902...
@@ -114,7 +116,7 @@ class ValidationOnly:
 
 def test_temperature_round_trips_through_checkpoint_and_predict(tmp_path):
     ckpt = save_checkpoint(phase_copy_module(threshold=0.5), tmp_path / "m.ckpt")
-    fit = cal.calibrate_checkpoint(str(ckpt), ValidationOnly([overconfident_batch()]), {"method": "temperature"})
+    fit = train_cal.calibrate_checkpoint(str(ckpt), ValidationOnly([overconfident_batch()]), {"method": "temperature"})
     assert fit["temperature"] == pytest.approx(T_STAR, rel=4e-3) and fit["validation_pixels"] == 960
     assert fit["validation_ece"]["before"] == pytest.approx(0.3, abs=2e-3)
     assert fit["validation_ece"]["after"] == pytest.approx(0.0, abs=2e-3)
@@ -135,7 +137,7 @@ def test_temperature_round_trips_through_checkpoint_and_predict(tmp_path):
     assert (pixel["tp"], pixel["fp"], pixel["fn"]) == (expected["tp"], expected["fp"], expected["fn"])
     # calibrating again (a resumed run) starts from the raw threshold, not the calibrated one
     torch.save({**state, "calibration": {**state["calibration"], "threshold_uncalibrated": 0.9}}, ckpt)
-    again = cal.calibrate_checkpoint(str(ckpt), ValidationOnly([overconfident_batch()]), {"method": "temperature"})
+    again = train_cal.calibrate_checkpoint(str(ckpt), ValidationOnly([overconfident_batch()]), {"method": "temperature"})
     assert again["threshold_uncalibrated"] == 0.9 and again["threshold"] == pytest.approx(0.6, abs=2e-3)
 
 
@@ -154,14 +156,14 @@ def test_reliability_figure_draws_both_panels():
     section = tally.section()
     # uncalibrated with T = 2: sigmoid(2 logit(0.9)) = 81/82, sigmoid(2 logit(0.1)) = 1/82
     assert section["pixel_uncalibrated"]["bins"]["mean_probability"][4] == pytest.approx(81 / 82)
-    fig = cal.reliability_figure(section, "t")
+    fig = reliability_figure(section, "t")
     assert len(fig.axes) == 2 and fig.axes[0].get_lines()
 
 
 def test_training_with_temperature_calibrates_the_best_checkpoint_and_reports_ece(tmp_path, patch_root):
     from conftest import compose_train
 
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=2", "calibration=temperature", "eval.baselines=false"],

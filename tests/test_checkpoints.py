@@ -1,4 +1,4 @@
-"""Checkpoint files (insarslide.checkpoints): safe loads refuse what is not a checkpoint, saves are atomic,
+"""Checkpoint files (insarslide.training.checkpoints): safe loads refuse what is not a checkpoint, saves are atomic,
 and a checkpoint of other bands, another model or another patch size is refused by name."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import REPO, compose_train, worktree_env
-from insarslide.checkpoints import (
+from insarslide.training.checkpoints import (
     RECORD_KEY,
     CheckpointError,
     RunCheckpointIO,
@@ -99,7 +99,7 @@ def conv_leaving_a_trace(trace: str) -> torch.nn.Module:
 
 
 def checkpoint_with_net(tmp_path: Path, net: dict, **hparams) -> Path:
-    from insarslide.module import LandslideSegmenter
+    from insarslide.models.module import LandslideSegmenter
 
     conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
     weights = LandslideSegmenter(conv, BANDS).state_dict()  # the same parameter names as the trace builder's
@@ -109,7 +109,7 @@ def checkpoint_with_net(tmp_path: Path, net: dict, **hparams) -> Path:
 
 
 def test_a_target_outside_the_allowed_list_is_refused_before_it_runs(tmp_path):
-    from insarslide.predict import load_checkpoint as load_for_prediction
+    from insarslide.inference.predict import load_checkpoint as load_for_prediction
 
     trace = tmp_path / "trace.txt"
     path = checkpoint_with_net(tmp_path, {"_target_": "test_checkpoints.conv_leaving_a_trace", "trace": str(trace)})
@@ -169,7 +169,7 @@ def test_an_allowed_prefix_that_reaches_another_module_is_refused():
 
 
 def test_predict_refuses_junk_without_a_traceback(tmp_path):
-    from insarslide.predict import load_checkpoint as load_for_prediction
+    from insarslide.inference.predict import load_checkpoint as load_for_prediction
 
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00" * 100)
@@ -208,7 +208,7 @@ def test_a_checkpoint_without_record_is_judged_by_its_hyper_parameters(tmp_path)
 
 
 def test_resume_with_another_band_list_is_refused_before_training(tmp_path, patch_root):
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     run = tmp_path / "run"
     save_checkpoint_atomic(fake_checkpoint(1.0), run / "checkpoints" / "resume.ckpt")
@@ -223,9 +223,9 @@ def test_resume_with_another_band_list_is_refused_before_training(tmp_path, patc
 
 
 def test_predict_takes_its_window_size_from_the_record_and_refuses_one_the_network_cannot_take(tmp_path):
-    from insarslide.module import LandslideSegmenter
-    from insarslide.predict import checkpoint_patch_size, window_for_checkpoint
-    from insarslide.predict import load_checkpoint as load_for_prediction
+    from insarslide.models.module import LandslideSegmenter
+    from insarslide.inference.predict import checkpoint_patch_size, window_for_checkpoint
+    from insarslide.inference.predict import load_checkpoint as load_for_prediction
 
     conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
     module = LandslideSegmenter(conv, BANDS)
@@ -276,7 +276,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoints" / "resume.ckpt"
     save_checkpoint_atomic(fake_checkpoint(1.0), path)
     # A 400 MB checkpoint takes long enough to write that the kill lands in the middle of it.
-    code = ("import sys, torch; from insarslide.checkpoints import save_checkpoint_atomic; "
+    code = ("import sys, torch; from insarslide.training.checkpoints import save_checkpoint_atomic; "
             "save_checkpoint_atomic({'state_dict': {'w': torch.ones(100_000_000)}}, sys.argv[1])")
     env = worktree_env()
     child = subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stderr=subprocess.PIPE)

@@ -68,7 +68,7 @@ def test_overlapping_tiles_train_with_a_region_split(tmp_path, overlapping_root,
 def test_overlap_detection_by_hand():
     import pandas as pd
 
-    from insarslide.splits import overlapping_events
+    from insarslide.data.splits import overlapping_events
 
     table = pd.DataFrame({"event_id": ["a", "a", "b", "b", "c"], "row": [0, 0, 0, 64, 0], "col": [0, 32, 0, 0, 0]})
     assert overlapping_events(table, 64) == ["a"]  # a: columns 0 and 32 overlap; b: rows 0 and 64 touch only
@@ -133,7 +133,7 @@ def test_quickstart_builder_runs_from_the_composed_config(tmp_path):
 
 # -------------------------------------------------------------- a fresh machine
 def test_missing_data_set_says_what_to_do(tmp_path):
-    from insarslide.datamodule import MissingDataSet
+    from insarslide.data.datamodule import MissingDataSet
 
     dm = hydra.utils.instantiate(compose_train([f"data.root={tmp_path / 'nothing'}"], tmp_path).data)
     with pytest.raises(MissingDataSet, match="experiment=quickstart"):

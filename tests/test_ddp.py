@@ -19,8 +19,8 @@ import pytest
 
 from conftest import REPO, compose_train
 from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
-from insarslide.patchstore import PatchStore
-from insarslide.train import train
+from insarslide.data.patchstore import PatchStore
+from insarslide.training.run import train
 from conftest import worktree_env
 
 RUN = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
@@ -28,10 +28,10 @@ RUN = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.
        "optimizer.lr=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
        "trainer.enable_model_summary=false", "logger=csv"]
 
-# Runs train.py with the run-file writers of insarslide.train wrapped: each call appends "<rank> <what>" to a log.
+# Runs train.py with the run-file writers of insarslide.training.run wrapped: each call appends "<rank> <what>" to a log.
 LAUNCHER = """
 import os
-import insarslide.train as t
+import insarslide.training.run as t
 
 def spy(name, fn):
     def wrapped(*args, **kwargs):
@@ -125,9 +125,9 @@ class FakeTrainer:
 
 
 def test_evaluation_loaders_split_patches_without_repeats(tmp_path):
-    from insarslide.datamodule import PatchDataModule
-    from insarslide.spec import BANDS
-    from insarslide.splits import RegionSplit
+    from insarslide.data.datamodule import PatchDataModule
+    from insarslide.contract.spec import BANDS
+    from insarslide.data.splits import RegionSplit
 
     root = write_odd_patch_set(tmp_path / "data")
     seen = {"val": [], "test": []}

@@ -21,7 +21,7 @@ def run_main(main, monkeypatch, argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def trained_run(patch_root, tmp_path_factory):
-    from insarslide.train_cli import train_main
+    from insarslide.training.cli import train_main
 
     run = tmp_path_factory.mktemp("trained") / "run"
     with pytest.MonkeyPatch.context() as monkeypatch:
@@ -30,7 +30,7 @@ def trained_run(patch_root, tmp_path_factory):
 
 
 def test_evaluate_reproduces_the_training_runs_test_metrics(trained_run, tmp_path, monkeypatch):
-    from insarslide.train_cli import evaluate_main
+    from insarslide.training.cli import evaluate_main
 
     trained = json.loads((trained_run / "metrics.json").read_text())
     (best,) = (trained_run / "checkpoints").glob("best-*.ckpt")
@@ -47,7 +47,7 @@ def test_evaluate_reproduces_the_training_runs_test_metrics(trained_run, tmp_pat
 
 
 def test_evaluate_on_another_patch_set_and_split(trained_run, patch_root, tmp_path, monkeypatch):
-    from insarslide.train_cli import evaluate_main
+    from insarslide.training.cli import evaluate_main
 
     (best,) = (trained_run / "checkpoints").glob("best-*.ckpt")
     run_main(evaluate_main, monkeypatch, [f"checkpoint={best}", "split.fractions=[0.2,0.2,0.6]",
@@ -59,7 +59,7 @@ def test_evaluate_on_another_patch_set_and_split(trained_run, patch_root, tmp_pa
 
 
 def test_evaluate_refuses_a_checkpoint_of_other_bands_naming_both(trained_run, tmp_path, monkeypatch, capsys):
-    from insarslide.train_cli import evaluate_main
+    from insarslide.training.cli import evaluate_main
 
     (best,) = (trained_run / "checkpoints").glob("best-*.ckpt")
     with pytest.raises(SystemExit) as stop:
@@ -71,7 +71,7 @@ def test_evaluate_refuses_a_checkpoint_of_other_bands_naming_both(trained_run, t
 
 
 def test_evaluate_names_a_missing_checkpoint(tmp_path, monkeypatch, capsys):
-    from insarslide.train_cli import evaluate_main
+    from insarslide.training.cli import evaluate_main
 
     with pytest.raises(SystemExit):
         run_main(evaluate_main, monkeypatch, [f"checkpoint={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"])

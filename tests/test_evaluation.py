@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insarslide.evaluation import ObjectTally, average_precision, object_sections, patch_objects, size_edges
-from insarslide.figures import COLOURS, difference_rgb
+from insarslide.training.evaluation import ObjectTally, average_precision, object_sections, patch_objects, size_edges
+from insarslide.reporting.figures import COLOURS, difference_rgb
 
 
 def first_patch():
@@ -134,8 +134,8 @@ def test_difference_map_colours():
 def test_trivial_predictors_by_hand():
     import torch
 
-    from insarslide.evaluation import TestEvaluation
-    from insarslide.metrics import ThresholdSweep
+    from insarslide.training.evaluation import TestEvaluation
+    from insarslide.metrics.pixel import ThresholdSweep
 
     evaluation = TestEvaluation()
     evaluation.sweep = ThresholdSweep(1025)
@@ -159,7 +159,7 @@ def two_tile_scene():
     """
     import pandas as pd
 
-    from insarslide.evaluation import SceneMosaic
+    from insarslide.training.evaluation import SceneMosaic
 
     landslide = np.zeros((4, 8), np.uint8)
     landslide[1:3, 2:6] = 1
@@ -198,7 +198,7 @@ def test_a_landslide_cut_by_the_valid_mask_and_a_tile_edge_counts_once():
 
 
 def test_minimum_mapping_unit_in_m2_needs_a_known_pixel_area():
-    from insarslide.evaluation import min_object_pixels
+    from insarslide.training.evaluation import min_object_pixels
 
     assert min_object_pixels(2, 150.0, 100.0, "e") == 2.0 and min_object_pixels(1, 450.0, 100.0, "e") == 4.5
     with pytest.raises(ValueError, match="min_object_m2.*scene e"):
@@ -208,7 +208,7 @@ def test_minimum_mapping_unit_in_m2_needs_a_known_pixel_area():
 def test_scene_objects_in_worker_processes_match_the_inline_count():
     from concurrent.futures import ProcessPoolExecutor
 
-    from insarslide.evaluation import object_pool
+    from insarslide.training.evaluation import object_pool
 
     mosaic = two_tile_scene()
     mosaic.grids["f"] = mosaic.grids["e"]  # a second scene, so that the pool has two jobs
@@ -225,7 +225,7 @@ def test_scene_objects_in_worker_processes_match_the_inline_count():
 
 
 def test_console_table_puts_the_model_beside_its_baselines(capsys):
-    from insarslide.train import comparison_rows, print_metrics_table
+    from insarslide.training.run import comparison_rows, print_metrics_table
 
     metrics = {"model": "unet_r34", "parameters": 14.3e6, "threshold": 0.125, "precision": 0.25, "recall": 0.5,
                "f1": 1 / 3, "iou": 0.2, "average_precision": 0.3,
@@ -302,7 +302,7 @@ def test_fast_dev_run_on_a_test_scene_without_landslides_writes_empty_object_sec
     import json
 
     from conftest import compose_train
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     root, free_event, val_event = patches_with_a_landslide_free_test_scene
     cfg = compose_train(["model=unet_r18", "++trainer.fast_dev_run=true", "eval.figures=false", "split=region",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO, compose_train
-from insarslide.module import LandslideSegmenter
+from insarslide.models.module import LandslideSegmenter
 
 UNET = {"_target_": "segmentation_models_pytorch.Unet", "encoder_name": "resnet18", "encoder_weights": None,
         "in_channels": 7, "classes": 1}
@@ -95,7 +95,7 @@ def test_loader_options_reach_the_dataloaders(tmp_path):
 
 def test_bf16_mixed_precision_run_on_the_cpu(tmp_path):
     from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     root = write_odd_patch_set(tmp_path / "data")
     metrics = train(compose_train([*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2",
@@ -109,7 +109,7 @@ def test_bf16_mixed_precision_run_on_the_cpu(tmp_path):
 def test_compiled_network_trains_on_the_cpu(tmp_path):
     """torch.compile (inductor, C++ on the CPU) of U-Net-R34 through a real run: about 2-4 minutes of compiling."""
     from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     root = write_odd_patch_set(tmp_path / "data")
     metrics = train(compose_train([*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2",

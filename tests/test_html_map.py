@@ -1,4 +1,4 @@
-"""The offline HTML map (insarslide.html_map): page structure, exact polygons, switch, and a real browser."""
+"""The offline HTML map (insarslide.inference.html_map): page structure, exact polygons, switch, and a real browser."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from conftest import CONF
 from data.scenes import PIXEL_M
 from test_predict import FAST_MAPS, SMALL, labelled_scene, phase_copy_module, save_checkpoint
 
-from insarslide import html_map
-from insarslide.predict import predict_scene, predict_scenes
+from insarslide.inference import html_map
+from insarslide.inference.predict import predict_scene, predict_scenes
 
 
 def page_data(path: Path) -> dict:

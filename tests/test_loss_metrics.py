@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from insarslide.loss import masked_bce_with_logits
-from insarslide.metrics import BinaryScores, ThresholdSweep, confusion_counts, scores_from_counts
+from insarslide.models.loss import masked_bce_with_logits
+from insarslide.metrics.pixel import BinaryScores, ThresholdSweep, confusion_counts, scores_from_counts
 
 
 def test_loss_ignores_invalid_pixels():

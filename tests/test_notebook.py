@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import REPO, compose_train
-from insarslide.train import train
+from insarslide.training.run import train
 
 
 def test_notebook_runs_on_a_tiny_run(tmp_path, patch_root, monkeypatch):

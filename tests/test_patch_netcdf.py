@@ -15,8 +15,8 @@ from pyproj import CRS
 from conftest import compose_train
 from data.scenes import ORIGIN, PIXEL_M, make_scene
 from data_prep.patches import build_patches, convert_dataset
-from insarslide.patchstore import PatchFormatError, PatchStore
-from insarslide.smoothing import SoftLabelCache
+from insarslide.data.patchstore import PatchFormatError, PatchStore
+from insarslide.data.smoothing import SoftLabelCache
 
 P = 32
 BAND_UNITS = ["rad", "1", "1", "m", "m", "rad", "degree"]  # docs/data_format.md's units, in band order
@@ -85,7 +85,7 @@ def test_patches_put_back_by_their_geotransform_reproduce_the_scene(tmp_path):
             labels_back[r:r + hh, c:c + ww] = patch["landslide"].values[:hh, :ww]
             valid_back[r:r + hh, c:c + ww] = patch["valid"].values[:hh, :ww]
             assert not patch["valid"].values[hh:, :].any() and not patch["valid"].values[:, ww:].any()
-    from insarslide.scene import open_scene
+    from insarslide.contract.scene import open_scene
 
     with open_scene(scene) as opened:
         bands, lab, val = opened.read_window(0, h, 0, w)
@@ -235,8 +235,8 @@ def test_rebuilt_patches_with_corrected_labels_get_fresh_soft_labels(tmp_path):
 
 
 def test_workers_open_their_own_handles_on_compressed_shards(tmp_path):
-    from insarslide.datamodule import PatchDataset, collate_batches
-    from insarslide.oversample import Sample
+    from insarslide.data.datamodule import PatchDataset, collate_batches
+    from insarslide.data.oversample import Sample
 
     _, root = build_one(tmp_path, compression="zlib")
     store = PatchStore(root)

@@ -11,8 +11,8 @@ from shapely.geometry import LineString, Point, box
 from data.scenes import ORIGIN, PIXEL_M, make_scene
 from data_prep.inventory import InventoryError, rasterize_inventory
 from data_prep.patches import build_patches, tile_origins, tile_scene
-from insarslide.scene import open_scene
-from insarslide.patchstore import PatchStore, write_dataset_index
+from insarslide.contract.scene import open_scene
+from insarslide.data.patchstore import PatchStore, write_dataset_index
 
 
 def pixel_box(r0, r1, c0, c1):

@@ -20,9 +20,9 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
 from test_scene_reader import snap_export
 
-from insarslide.maps import QuickLook, RegionCollector
-from insarslide.module import LandslideSegmenter
-from insarslide.predict import (
+from insarslide.inference.maps import QuickLook, RegionCollector
+from insarslide.models.module import LandslideSegmenter
+from insarslide.inference.predict import (
     CheckpointError,
     MapOptions,
     OutputDirError,
@@ -34,8 +34,8 @@ from insarslide.predict import (
     source_index,
     window_origins,
 )
-from insarslide.scene import open_scene
-from insarslide.spec import BANDS
+from insarslide.contract.scene import open_scene
+from insarslide.contract.spec import BANDS
 
 PHASE = BANDS.index("phase")
 
@@ -63,7 +63,7 @@ def save_checkpoint(module: LandslideSegmenter, path: Path, patch_size: int | No
     """A Lightning checkpoint of ``module``; with ``patch_size``, carrying the record train.py writes."""
     import lightning as L
 
-    from insarslide.checkpoints import RECORD_KEY, load_checkpoint, save_checkpoint_atomic
+    from insarslide.training.checkpoints import RECORD_KEY, load_checkpoint, save_checkpoint_atomic
 
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
@@ -171,7 +171,7 @@ def test_bf16_autocast_stays_close_to_float32(tmp_path):
 def test_regions_are_joined_across_blocks_with_the_connectivity_rule():
     from rasterio.transform import Affine
 
-    from insarslide.maps import MapGrid
+    from insarslide.inference.maps import MapGrid
 
     mask = np.array([[1, 0, 1, 0, 0],
                      [1, 0, 1, 0, 0],
@@ -454,7 +454,7 @@ def test_readme_example_runs_on_a_checkpoint_trained_on_64_px_patches(tmp_path, 
 
     from conftest import TEST_PATCH, compose_train
 
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     assert TEST_PATCH == 64 and TEST_PATCH != 256  # not the thesis patch size, which windows used to default to
     run = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
@@ -560,7 +560,7 @@ def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, c
 
     def run(ckpt: Path, *raw: str, **overrides) -> None:
         caplog.clear()
-        with caplog.at_level("INFO", logger="insarslide.predict"):
+        with caplog.at_level("INFO", logger="insarslide.inference.predict"):
             # maps.html=false: the stand-in files ("kept", "sentinel") are no rasters a page could be made of
             report = predict_scenes(predict_config(tmp_path, *raw, "maps.html=false", checkpoint=ckpt, scenes=path,
                                                    tile_size=None, quicklook="{enabled:false}", **overrides))
@@ -598,7 +598,7 @@ def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, c
                                                                       "r_probability.tif"]
     # A run with other settings killed after writing the rasters: the rerun with the first settings must not
     # keep them (the record names the killed run's settings and lists only what it finished).
-    from insarslide import predict as predict_module
+    from insarslide.inference import predict as predict_module
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -617,7 +617,7 @@ def test_a_rerun_keeps_outputs_only_when_the_same_settings_made_them(tmp_path, c
 
 
 def test_scene_object_metrics_join_pixels_by_the_configured_connectivity():
-    from insarslide.predict import scene_object_metrics
+    from insarslide.inference.predict import scene_object_metrics
 
     # A landslide of two pixels touching at a corner, fully predicted, and a false alarm of the same shape.
     landslide = np.zeros((6, 6), np.uint8)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from insarslide.report import collect_runs, main, summarise, write_report
+from insarslide.reporting.report import collect_runs, main, summarise, write_report
 
 
 def size_classes(recall_small: float) -> dict:
@@ -80,7 +80,7 @@ def test_report_command_line(tmp_path, capsys):
 
 
 def test_report_merges_failures_csv_with_runs_without_metrics(tmp_path):
-    from insarslide.sweeps import record_failure
+    from insarslide.runfiles import record_failure
 
     fake_sweep(tmp_path)
     # Job 3 raised (it has no metrics); job 2 failed after writing its metrics; job 4's folder is gone.

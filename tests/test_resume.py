@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from conftest import REPO, TEST_PATCH, compose_train, worktree_env
-from insarslide.checkpoints import CheckpointError, load_checkpoint, save_checkpoint_atomic
-from insarslide.samplers import BucketSampler, EpochDraws, UniformSampler
+from insarslide.training.checkpoints import CheckpointError, load_checkpoint, save_checkpoint_atomic
+from insarslide.data.samplers import BucketSampler, EpochDraws, UniformSampler
 
 TINY_NET = ("+model.net={_target_:torch.nn.Sequential,_args_:["
             "{_target_:torch.nn.Conv2d,in_channels:7,out_channels:8,kernel_size:3,padding:1},"
@@ -265,10 +265,10 @@ def test_epoch_draws_are_a_function_of_seed_and_epoch(strategy):
 
 
 def test_augmentation_depends_only_on_the_draw_seed(patch_root):
-    from insarslide.augment import Augmenter
-    from insarslide.datamodule import PatchDataset
-    from insarslide.oversample import Sample
-    from insarslide.patchstore import PatchStore
+    from insarslide.data.augment import Augmenter
+    from insarslide.data.datamodule import PatchDataset
+    from insarslide.data.oversample import Sample
+    from insarslide.data.patchstore import PatchStore
 
     dataset = PatchDataset(PatchStore(patch_root), [Sample(0), Sample(1)], list(range(7)),
                            augment=Augmenter(seed=0).with_bands([]))
@@ -280,7 +280,7 @@ def test_augmentation_depends_only_on_the_draw_seed(patch_root):
 
 
 def test_resume_point_rules(tmp_path, patch_root, monkeypatch):
-    from insarslide.train import config_choices, resume_point
+    from insarslide.training.run import config_choices, resume_point
 
     def point(output_dir: Path, *overrides: str):
         cfg = compose_train(["model=unet_r34", *overrides], output_dir, patch_root)
@@ -315,7 +315,7 @@ def test_resume_point_rules(tmp_path, patch_root, monkeypatch):
 def test_resume_true_finds_the_newest_run_of_the_same_config(tmp_path, patch_root):
     from omegaconf import OmegaConf
 
-    from insarslide.train import config_choices, resolved_config, resume_point
+    from insarslide.training.run import config_choices, resolved_config, resume_point
 
     outputs = tmp_path / "outputs"
 
@@ -343,7 +343,7 @@ def test_resume_true_finds_the_newest_run_of_the_same_config(tmp_path, patch_roo
 def test_csv_log_continues_after_the_checkpoint_step(tmp_path):
     from omegaconf import OmegaConf
 
-    from insarslide.loggers import build_loggers
+    from insarslide.training.loggers import build_loggers
 
     node = OmegaConf.create({"csv": {"_target_": "lightning.pytorch.loggers.CSVLogger", "save_dir": str(tmp_path),
                                      "name": "csv"}})
@@ -367,7 +367,8 @@ def test_csv_log_continues_after_the_checkpoint_step(tmp_path):
 def test_wandb_resumes_the_run_id_stored_in_the_run_folder(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
-    from insarslide.loggers import WANDB_ID_FILE, build_loggers
+    from insarslide.runfiles import WANDB_ID_FILE
+    from insarslide.training.loggers import build_loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     node = OmegaConf.create({"wandb": {"_target_": "lightning.pytorch.loggers.WandbLogger", "project": "p",
@@ -386,7 +387,7 @@ def test_submitit_signal_saves_then_hands_over_to_submitits_handler(tmp_path, mo
     handler runs (it requeues the job and exits with -1); signals given by name are checked."""
     import lightning as L
 
-    from insarslide.callbacks import ResumeCheckpoint
+    from insarslide.training.callbacks import ResumeCheckpoint
 
     with pytest.raises(ValueError, match="callbacks.resume_checkpoint.signals: unknown signal 'SIGNOPE'"):
         ResumeCheckpoint(str(tmp_path), signals=["SIGNOPE"])

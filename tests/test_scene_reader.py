@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 
 from data.scenes import make_scene, position_bands
-from insarslide.scene import SceneError, open_scene, validate_scene
-from insarslide.spec import BANDS
+from insarslide.contract.scene import SceneError, open_scene, validate_scene
+from insarslide.contract.spec import BANDS
 
 
 def test_canonical_scene_round_trip(tmp_path):
@@ -255,7 +255,7 @@ def test_linear_intensity_is_preferred_to_the_decibel_band(tmp_path):
 
 
 def test_sign_convention_by_hand():
-    from insarslide.snap_export import sign_convention
+    from insarslide.contract.snap_export import sign_convention
 
     u = np.array([10.0, -20.0, 5.0])  # rad; -0.05546576 / (4 pi) = -4.4138e-3 m per rad
     d = np.array([-0.044138, 0.088277, -0.022069])

@@ -10,13 +10,13 @@ from scipy import ndimage
 
 from conftest import simulator_config
 from data_prep import dinsar
-from insarslide.scene import validate_scene
+from insarslide.contract.scene import validate_scene
 from data_prep import simulate
 from data_prep.landslides import area_quantiles
 from data_prep.simulate import (TRUTH_SUFFIX, fractal_dem, layover_shadow, power_law_field,
                                 radial_spectrum_slope, simulate_dataset, simulate_scene, simulate_slc_pair,
                                 simulate_truth, viewing_geometry)
-from insarslide.spec import BANDS, S1_WAVELENGTH_M
+from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
 
 
 @pytest.mark.parametrize("looks", [(2, 2), (4, 4)])
@@ -320,7 +320,7 @@ def test_presets_compose_and_the_easy_one_gives_coherence_away():
     from omegaconf import OmegaConf
 
     from conftest import CONF
-    from insarslide.baselines import roc_auc
+    from insarslide.metrics.baselines import roc_auc
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         default = compose("simulate")
@@ -526,7 +526,7 @@ def test_simulator_experiment_composes_sweeps_and_a_tiny_job_trains(experiment, 
     from omegaconf import OmegaConf
 
     from conftest import compose_train
-    from insarslide.train import train
+    from insarslide.training.run import train
 
     axes, job, expected = EXPERIMENTS[experiment]
     tiny = [f"experiment={experiment}", *job, f"paths.data_dir={tmp_path}/data", "++trainer.fast_dev_run=true",
@@ -572,7 +572,7 @@ def test_report_groups_a_simulator_sweep_by_its_swept_level(tmp_path):
     # Two jobs of sigma_vs_misregistration as Hydra leaves them: the level comes from .hydra/overrides.yaml.
     import json
 
-    from insarslide.report import collect_runs, summarise
+    from insarslide.reporting.report import collect_runs, summarise
 
     for job, (level, iou) in enumerate((("px0", 0.5), ("px3_6", 0.25))):
         run = tmp_path / str(job)

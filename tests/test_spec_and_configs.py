@@ -3,7 +3,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
 import insarslide.config  # noqa: F401
-from insarslide.spec import BANDS, check_band_names
+from insarslide.contract.spec import BANDS, check_band_names
 from conftest import CONF, compose_train
 
 MODELS = {"unet_r34": 24.4, "upernet_convnext": 37.1, "segformer_b2": 24.7, "segformer_b3": 44.6}

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import compose_train
-from insarslide.augment import AlbumentationsAugmenter, Augmenter
-from insarslide.oversample import SmallLandslideOversampler, apply_crop, crop_origin
-from insarslide.samplers import BucketSampler, EpochDraws, bucket_weights
-from insarslide.smoothing import SoftLabelCache, smooth_labels
-from insarslide.sizes import patch_size_classes, patch_size_edges
-from insarslide.splits import RandomSplit, RegionSplit, StratifiedSplit
+from insarslide.data.augment import AlbumentationsAugmenter, Augmenter
+from insarslide.data.oversample import SmallLandslideOversampler, apply_crop, crop_origin
+from insarslide.data.samplers import BucketSampler, EpochDraws, bucket_weights
+from insarslide.data.smoothing import SoftLabelCache, smooth_labels
+from insarslide.data.sizes import patch_size_classes, patch_size_edges
+from insarslide.data.splits import RandomSplit, RegionSplit, StratifiedSplit
 
 
 def table(n_events=10, per_event=20, seed=0):
@@ -93,7 +93,7 @@ def test_smoothing_commutes_with_flips_and_rotations():
 
 
 def test_soft_label_cache_matches_direct_computation(patch_root, tmp_path):
-    from insarslide.patchstore import PatchStore
+    from insarslide.data.patchstore import PatchStore
 
     store = PatchStore(patch_root)
     cache = SoftLabelCache(store, 3.0, tmp_path)
@@ -261,7 +261,7 @@ def test_augmentation_keeps_bands_labels_and_mask_aligned(kind):
 
 
 def test_d4_composition_matches_numpy_flips_and_rotations():
-    from insarslide.augment import d4_element
+    from insarslide.data.augment import d4_element
 
     m = np.arange(12.0).reshape(3, 4)
     for h in (False, True):
@@ -277,7 +277,7 @@ def test_d4_composition_matches_numpy_flips_and_rotations():
 
 
 def test_writing_through_the_destination_view_leaves_the_flipped_rotated_patch():
-    from insarslide.augment import D4, d4_element
+    from insarslide.data.augment import D4, d4_element
 
     m = np.arange(18.0).reshape(2, 3, 3)  # two bands of a square patch, every value distinct
     for h in (False, True):
@@ -307,11 +307,11 @@ def test_batch_holds_the_cropped_flipped_rotated_patch_for_every_draw(tmp_path):
     """Each batch slot is written in one pass through a view; compare with the patch cropped, padded,
     flipped and transposed by hand (64 px: a transposed write goes in two blocks of 32 rows)."""
     from data.scenes import UTM33
-    from insarslide.augment import D4
-    from insarslide.datamodule import PatchDataset
-    from insarslide.oversample import Sample
-    from insarslide.patchstore import PatchStore, ShardWriter, write_dataset_index
-    from insarslide.spec import BANDS
+    from insarslide.data.augment import D4
+    from insarslide.data.datamodule import PatchDataset
+    from insarslide.data.oversample import Sample
+    from insarslide.data.patchstore import PatchStore, ShardWriter, write_dataset_index
+    from insarslide.contract.spec import BANDS
 
     p, crop = 64, 32
     bands = np.arange(len(BANDS) * p * p, dtype=np.float32).reshape(len(BANDS), p, p)

@@ -16,8 +16,9 @@ from omegaconf import OmegaConf
 
 from conftest import CONF, REPO
 from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
-from insarslide.report import collect_runs, main as report_main
-from insarslide.sweeps import FAILURES_FILE, LOCK_FILE, RECORDS_DIR, FailureLog, read_failures, record_failure
+from insarslide.reporting.report import collect_runs, main as report_main
+from insarslide.runfiles import FAILURES_FILE, LOCK_FILE, RECORDS_DIR, read_failures, record_failure
+from insarslide.training.sweeps import FailureLog
 from conftest import worktree_env
 
 TINY = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import REPO, compose_train, worktree_env
-from insarslide.checkpoints import load_checkpoint, load_module
-from insarslide.normalization import band_statistics
-from insarslide.patchstore import PatchStore
-from insarslide.train import train
+from insarslide.training.checkpoints import load_checkpoint, load_module
+from insarslide.data.normalization import band_statistics
+from insarslide.data.patchstore import PatchStore
+from insarslide.training.run import train
 
 MODELS = ["unet_r34", "upernet_convnext", "segformer_b2", "segformer_b3"]
 METRIC_KEYS = {"precision", "recall", "f1", "iou", "threshold", "model", "parameters", "sigma", "sampler", "oversample",
@@ -85,7 +85,7 @@ def test_normalisation_ignores_invalid_pixels(patch_root):
 
 
 def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
-    from insarslide.patchstore import ShardWriter, write_dataset_index
+    from insarslide.data.patchstore import ShardWriter, write_dataset_index
 
     with ShardWriter(tmp_path, "ev", 32, {}) as w:
         bands = np.ones((7, 32, 32), np.float32)
@@ -104,7 +104,7 @@ def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
 
 def write_constant_events(root, values: dict) -> None:
     """One 32 x 32 patch per (event, value): every band equals the value, all pixels valid, one landslide pixel."""
-    from insarslide.patchstore import ShardWriter, write_dataset_index
+    from insarslide.data.patchstore import ShardWriter, write_dataset_index
 
     for event, patch_values in values.items():
         with ShardWriter(root, event, 32, {}) as w:
@@ -121,10 +121,10 @@ def write_constant_events(root, values: dict) -> None:
 def test_model_takes_normalisation_of_the_training_split_only(tmp_path):
     import lightning as L
 
-    from insarslide.datamodule import PatchDataModule
-    from insarslide.module import LandslideSegmenter
-    from insarslide.spec import BANDS
-    from insarslide.splits import RegionSplit
+    from insarslide.data.datamodule import PatchDataModule
+    from insarslide.models.module import LandslideSegmenter
+    from insarslide.contract.spec import BANDS
+    from insarslide.data.splits import RegionSplit
 
     # Training pixels are 1 and 3 (mean 2, std 1); validation and test pixels are +-1000 and must not count.
     write_constant_events(tmp_path / "data", {"train_a": [1.0, 3.0], "val_b": [1000.0], "test_c": [-1000.0]})

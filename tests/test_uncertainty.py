@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from insarslide.uncertainty import (Arm, BootstrapSettings, SceneTally, add_baseline_intervals, arm_interval,
+from insarslide.metrics.uncertainty import (Arm, BootstrapSettings, SceneTally, add_baseline_intervals, arm_interval,
                                     histogram_ap_interval, model_uncertainty, paired_comparison,
                                     scene_count_intervals)
 
@@ -127,7 +127,7 @@ def test_arm_interval_and_refusals():
 
 
 def test_wandb_summary_and_table_hold_the_intervals(tmp_path):
-    from insarslide.loggers import log_run_to_wandb
+    from insarslide.training.loggers import log_run_to_wandb
 
     class Experiment:
         def __init__(self):

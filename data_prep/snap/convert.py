@@ -1,7 +1,7 @@
 """SNAP's NetCDF4-CF export -> a canonical scene file, through the one scene reader and writer.
 
 All of SNAP's naming, units, no-data and sign is handled by
-:data:`insarslide.snap_export.SNAP_BAND_RULES` when the export is opened; this module
+:data:`insarslide.contract.snap_export.SNAP_BAND_RULES` when the export is opened; this module
 only fills the contract's attributes (event catalogue, acquisition dates from
 SNAP's band tag) and copies the bands strip by strip.
 """
@@ -15,9 +15,9 @@ from typing import Mapping
 
 
 from data_prep.events import fill_scene_attrs
-from insarslide.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene
-from insarslide.snap_export import snap_acquisition_dates
-from insarslide.spec import BANDS
+from insarslide.contract.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene
+from insarslide.contract.snap_export import snap_acquisition_dates
+from insarslide.contract.spec import BANDS
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 from data.snap_products import TAG, snaphu_export_folder, write_envi, write_export
 from data_prep.snap.graph import parse_graph_xml
 
-S1_WAVELENGTH_M = 0.05546576  # literal: importing insarslide.spec would load the runtime package
+S1_WAVELENGTH_M = 0.05546576  # literal: importing insarslide.contract.spec would load the runtime package
 
 SHAPE = (40, 50)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.patchstore import ShardWriter, write_dataset_index
-from insarslide.spec import BANDS
+from insarslide.data.patchstore import ShardWriter, write_dataset_index
+from insarslide.contract.spec import BANDS
 from data.scenes import UTM33
 
 PATCH = 32

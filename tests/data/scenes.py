@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS
 
-from insarslide.scene import write_scene
-from insarslide.spec import BANDS
+from insarslide.contract.scene import write_scene
+from insarslide.contract.spec import BANDS
 
 UTM33 = CRS.from_epsg(32633).to_wkt()
 ORIGIN = (500_000.0, 5_000_000.0)  # top-left corner, UTM 33N

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.spec import S1_WAVELENGTH_M
+from insarslide.contract.spec import S1_WAVELENGTH_M
 
 TAG = "_IW2_VV_03Jun2022_15Jun2022"
 DATES = "_03Jun2022_15Jun2022"

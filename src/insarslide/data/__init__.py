@@ -1,0 +1,5 @@
+"""From patch files to batches: patch store, splits, size buckets, samplers, oversampling, smoothing,
+augmentation, normalisation and the LightningDataModule.
+
+May import: the package root and ``contract``.
+"""

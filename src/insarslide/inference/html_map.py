@@ -1,0 +1,719 @@
+"""One self-contained HTML map per predicted scene, and an index page per output folder (docs/prediction.md).
+
+The page is built from what prediction has already written (the probability
+COG and the landslide GeoJSON) plus the scene file (background band and, when
+labelled, the inventory), so it needs nothing from the blending loop.
+
+Everything is inside the one file: the probability overlay and the background
+as base64 PNGs reduced to at most ``max_px`` pixels on the long side (block
+averages), the polygons as JSON in scene pixel coordinates (exact: predicted
+polygons are pixel-edge polygons, so their corners are whole pixels), and a
+small hand-written canvas viewer (pan, zoom, hover, scale bar, lat/lon
+read-out). No library, no CDN, no tile server: the page opens from a file with
+the network off, and its size is the two PNGs plus the polygons.
+
+Latitude and longitude are read out by bilinear interpolation in a grid of
+``LONLAT_NODES`` x ``LONLAT_NODES`` points projected in Python (pyproj), so the
+page needs no projection code; over one scene the error is far below a pixel.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from insarslide.atomic import write_text_atomic
+
+MAP_SUFFIX = "_map.html"
+INDEX_NAME = "index.html"
+BACKGROUNDS = ("intensity", "coherence")
+LONLAT_NODES = 17
+_META = re.compile(r'<meta name="insarslide-map" content="([^"]*)">')
+
+
+@dataclass(frozen=True)
+class HtmlMapOptions:
+    enabled: bool = True
+    max_px: int = 1024  # long side of the embedded rasters (the polygons stay exact)
+    background: str = "intensity"  # intensity (dB, stretched) or coherence ([0, 1])
+    opacity: float = 0.6  # initial opacity of the probability overlay (the page has a slider)
+
+    def __post_init__(self) -> None:
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"maps.html_background={self.background!r}: choose one of {list(BACKGROUNDS)}")
+        if self.max_px < 16:
+            raise ValueError(f"maps.html_max_px={self.max_px}: must be at least 16")
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"maps.html_opacity={self.opacity}: must be in [0, 1]")
+
+
+# ------------------------------------------------------------------ rasters
+def reduction_factor(height: int, width: int, max_px: int) -> int:
+    """Whole scene pixels per page pixel along each axis, so that the long side fits in ``max_px``."""
+    return max(1, math.ceil(max(height, width) / max_px))
+
+
+def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each ``factor`` x ``factor`` block over its finite values (NaN where none); edge blocks are partial."""
+    h, w = values.shape
+    hb, wb = math.ceil(h / factor), math.ceil(w / factor)
+    padded = np.full((hb * factor, wb * factor), np.nan, np.float64)
+    padded[:h, :w] = values
+    blocks = padded.reshape(hb, factor, wb, factor)
+    finite = np.isfinite(blocks)
+    count = finite.sum(axis=(1, 3))
+    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def reduced_band(read_rows, height: int, width: int, factor: int, strip_rows: int = 1024) -> np.ndarray:
+    """Block means of a band read strip by strip (``read_rows(row0, row1)`` -> float array), memory one strip."""
+    strip_rows = max(factor, strip_rows // factor * factor)
+    parts = [block_mean(read_rows(r0, min(r0 + strip_rows, height)), factor) for r0 in range(0, height, strip_rows)]
+    return np.concatenate(parts) if parts else np.empty((0, math.ceil(width / factor)))
+
+
+def _inferno_lut() -> np.ndarray:
+    import matplotlib
+
+    return (matplotlib.colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def probability_png(probability: np.ndarray) -> bytes:
+    """RGBA PNG: inferno colours, transparent where NaN (no-data)."""
+    from PIL import Image
+
+    finite = np.isfinite(probability)
+    index = np.clip(np.nan_to_num(probability) * 255 + 0.5, 0, 255).astype(np.uint8)
+    rgba = np.zeros((*probability.shape, 4), np.uint8)
+    rgba[..., :3] = _inferno_lut()[index]
+    rgba[..., 3] = np.where(finite, 255, 0)
+    return _png(Image.fromarray(rgba, "RGBA"))
+
+
+def background_png(values: np.ndarray, band: str) -> bytes:
+    """Grey PNG (with alpha 0 at no-data): intensity in dB stretched between its 2nd and 98th percentiles,
+    coherence as it is (0 black, 1 white)."""
+    from PIL import Image
+
+    if band == "intensity":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = 10 * np.log10(values)
+        values = np.where(np.isfinite(values), values, np.nan)
+        finite = values[np.isfinite(values)]
+        low, high = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+        values = (values - low) / max(high - low, 1e-6)
+    finite = np.isfinite(values)
+    grey = np.clip(np.nan_to_num(values) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return _png(Image.fromarray(np.stack([grey, np.where(finite, 255, 0).astype(np.uint8)], -1), "LA"))
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------- polygons
+def _compact(value: float) -> float | int:
+    rounded = round(float(value), 3)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def geometry_rings(geometry) -> list[list[float | int]]:
+    """Every ring (exteriors and holes) of a (multi)polygon as flat [x0, y0, x1, y1, ...] lists, closing
+    vertex dropped; the page fills and hit-tests them with the even-odd rule."""
+    polygons = getattr(geometry, "geoms", [geometry])
+    rings = []
+    for polygon in polygons:
+        for ring in (polygon.exterior, *polygon.interiors):
+            xy = np.asarray(ring.coords)[:-1]
+            rings.append([_compact(v) for v in xy.ravel()])
+    return rings
+
+
+def to_pixel_geometry(geometry, transform, crs_wkt: str | None, pixel_coordinates: bool):
+    """A GeoJSON geometry (lon/lat, or pixel coordinates for an ungeoreferenced scene) in scene pixels."""
+    import shapely
+    from shapely.geometry import shape
+
+    geometry = shape(geometry)
+    if pixel_coordinates or crs_wkt is None:
+        return geometry
+    from pyproj import CRS, Transformer
+
+    to_crs = Transformer.from_crs(CRS.from_epsg(4326), CRS.from_wkt(crs_wkt), always_xy=True)
+    inverse = ~transform
+
+    def convert(lonlat: np.ndarray) -> np.ndarray:
+        x, y = to_crs.transform(lonlat[:, 0], lonlat[:, 1])
+        x, y = np.asarray(x), np.asarray(y)
+        col, row = inverse.a * x + inverse.b * y + inverse.c, inverse.d * x + inverse.e * y + inverse.f
+        return np.column_stack([col, row])
+
+    return shapely.transform(geometry, convert)
+
+
+def predicted_polygons(geojson_path: Path, transform, crs_wkt: str | None) -> list[dict[str, Any]]:
+    """The prediction's GeoJSON features as page polygons (pixel rings plus area and probabilities)."""
+    collection = json.loads(Path(geojson_path).read_text())
+    pixel_coordinates = "coordinates" in collection
+    polygons = []
+    for number, feature in enumerate(collection.get("features", []), start=1):
+        props = feature["properties"]
+        geometry = to_pixel_geometry(feature["geometry"], transform, crs_wkt, pixel_coordinates)
+        polygons.append({"id": feature.get("id", number), "area_m2": props.get("area_m2"),
+                         "area_px": props.get("area_px"), "mean_p": props.get("mean_probability"),
+                         "max_p": props.get("max_probability"), "rings": geometry_rings(geometry)})
+    return polygons
+
+
+def inventory_polygons(scene, strip_rows: int = 1024) -> list[dict[str, Any]]:
+    """The scene's true landslides (``landslide`` variable) as page polygons, by the prediction's own
+    region rule (:class:`insarslide.inference.maps.RegionCollector`, 8-connected)."""
+    from insarslide.inference.maps import MapGrid, RegionCollector
+
+    height, width = scene.shape
+    collector = RegionCollector(MapGrid.of_scene(scene), connectivity=8)
+    variable = scene.dataset["landslide"]
+    for row0 in range(0, height, strip_rows):
+        row1 = min(row0 + strip_rows, height)
+        truth = np.nan_to_num(variable[dict(y=slice(row0, row1))].values) == 1
+        collector.add_rows(row0, truth, truth.astype(np.float32))
+    return [{"id": number, "area_m2": region["area_m2"], "area_px": region["area_px"],
+             "rings": geometry_rings(region["geometry_px"])}
+            for number, region in enumerate(collector.regions(), start=1)]
+
+
+def lonlat_grid(transform, crs_wkt: str | None, height: int, width: int, nodes: int = LONLAT_NODES):
+    """Longitude and latitude at ``nodes`` x ``nodes`` points spanning the scene's pixel corners; None
+    without CRS."""
+    if crs_wkt is None:
+        return None
+    from pyproj import CRS, Transformer
+
+    cols, rows = np.meshgrid(np.linspace(0, width, nodes), np.linspace(0, height, nodes))
+    t = transform
+    x, y = t.a * cols + t.b * rows + t.c, t.d * cols + t.e * rows + t.f
+    lon, lat = Transformer.from_crs(CRS.from_wkt(crs_wkt), CRS.from_epsg(4326), always_xy=True).transform(x, y)
+    return {"nodes": nodes, "lon": np.round(lon, 7).ravel().tolist(), "lat": np.round(lat, 7).ravel().tolist()}
+
+
+# --------------------------------------------------------------------- page
+def checkpoint_date(checkpoint: str) -> str:
+    """The checkpoint file's modification time (UTC, ISO 8601), or '' when it cannot be read."""
+    try:
+        mtime = os.path.getmtime(checkpoint)
+    except OSError:
+        return ""
+    return dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def write_scene_map(scene_path: str | os.PathLike, output_dir: str | os.PathLike, *, threshold: float,
+                    checkpoint: str, options: HtmlMapOptions = HtmlMapOptions()) -> Path:
+    """``<event_id>_map.html`` of a scene whose probability COG and GeoJSON are already in ``output_dir``."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import Affine
+
+    from insarslide.contract.scene import open_scene
+
+    output_dir = Path(output_dir)
+    with open_scene(scene_path) as scene:
+        event_id, (height, width) = scene.event_id, scene.shape
+        transform = Affine.from_gdal(*scene.transform) if scene.georeferenced else Affine.identity()
+        crs_wkt = scene.crs_wkt
+        factor = reduction_factor(height, width, options.max_px)
+        out_shape = (math.ceil(height / factor), math.ceil(width / factor))
+        probability_path = output_dir / f"{event_id}_probability.tif"
+        with rasterio.open(probability_path) as tif:
+            # averaging over the COG's overviews; NaN (no-data) pixels stay out of the means
+            probability = tif.read(1, out_shape=out_shape, resampling=Resampling.average, masked=True)
+            probability = np.ma.filled(probability.astype(np.float64), np.nan)
+        background = reduced_band(lambda r0, r1: scene.read_band(options.background, r0, r1, 0, width),
+                                  height, width, factor)
+        inventory = inventory_polygons(scene) if scene.has_labels else None
+        pixel_size_m = scene.pixel_size_m if scene.georeferenced else None
+    polygons = predicted_polygons(output_dir / f"{event_id}_landslides.geojson", transform, crs_wkt)
+    meta = {"event_id": event_id, "checkpoint": Path(checkpoint).name, "checkpoint_date": checkpoint_date(checkpoint),
+            "threshold": float(threshold), "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "polygons": len(polygons), "inventory": None if inventory is None else len(inventory),
+            "width": width, "height": height}
+    data = {"meta": meta, "factor": factor, "pixel_size_m": pixel_size_m, "background_band": options.background,
+            "opacity": options.opacity, "lonlat": lonlat_grid(transform, crs_wkt, height, width),
+            "probability_png": base64.b64encode(probability_png(probability)).decode(),
+            "background_png": base64.b64encode(background_png(background, options.background)).decode(),
+            "polygons": polygons, "inventory": inventory,
+            "legend": [[round(i / 8, 3), "#%02x%02x%02x" % tuple(_inferno_lut()[round(i / 8 * 255)])]
+                       for i in range(9)]}
+    path = output_dir / f"{event_id}{MAP_SUFFIX}"
+    write_text_atomic(path, render_page(data))
+    return path
+
+
+def _script_json(payload: Any) -> str:
+    """JSON safe inside a <script> element (no '</' can close it)."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def render_page(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    title = html.escape(f"{meta['event_id']}: landslide map")
+    return (_PAGE.replace("@@TITLE@@", title)
+            .replace("@@META@@", html.escape(json.dumps(meta), quote=True))
+            .replace("@@DATA@@", _script_json(data)))
+
+
+def read_map_meta(path: Path) -> dict[str, Any] | None:
+    """The metadata a map page carries in its ``insarslide-map`` meta element (None if absent)."""
+    with open(path, encoding="utf-8") as page:
+        head = page.read(8192)
+    found = _META.search(head)
+    return json.loads(html.unescape(found.group(1))) if found else None
+
+
+def options_from_config(maps: Any) -> HtmlMapOptions:
+    """The ``maps.html*`` keys of conf/predict.yaml."""
+    return HtmlMapOptions(enabled=bool(maps.get("html", True)), max_px=int(maps.get("html_max_px", 1024)),
+                          background=str(maps.get("html_background", "intensity")),
+                          opacity=float(maps.get("html_opacity", 0.6)))
+
+
+def refresh_scene_map(scene_path: str | os.PathLike, output_dir: str | os.PathLike, event_id: str, *,
+                      outputs_changed: bool, overwrite: bool, threshold: float, checkpoint: str,
+                      options: HtmlMapOptions) -> tuple[str, bool]:
+    """(page name, written?): the page is (re)written when the scene's other outputs were, when asked to
+    overwrite, or when it is missing; otherwise kept, as prediction keeps its other outputs."""
+    path = Path(output_dir) / f"{event_id}{MAP_SUFFIX}"
+    if outputs_changed or overwrite or not path.exists():
+        write_scene_map(scene_path, output_dir, threshold=threshold, checkpoint=checkpoint, options=options)
+        return path.name, True
+    return path.name, False
+
+
+def write_index(output_dir: str | os.PathLike) -> Path:
+    """``index.html``: one row per ``*_map.html`` in the folder (event, polygons, inventory, threshold,
+    checkpoint, dates), linked; rewritten whole each time, so shards that share a folder all appear."""
+    output_dir = Path(output_dir)
+    rows = []
+    for page in sorted(output_dir.glob(f"*{MAP_SUFFIX}")):
+        meta = read_map_meta(page)
+        if meta is None:
+            continue
+        cells = [f'<a href="{html.escape(page.name, quote=True)}">{html.escape(meta["event_id"])}</a>',
+                 f'{meta["width"]} x {meta["height"]}', str(meta["polygons"]),
+                 "-" if meta["inventory"] is None else str(meta["inventory"]), f'{meta["threshold"]:.3f}',
+                 html.escape(meta["checkpoint"]), html.escape(meta["checkpoint_date"]), html.escape(meta["created"])]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    body = "\n".join(rows) or '<tr><td colspan="8">no map in this folder</td></tr>'
+    path = output_dir / INDEX_NAME
+    write_text_atomic(path, _INDEX.replace("@@TITLE@@", html.escape(f"landslide maps: {output_dir.name}"))
+                      .replace("@@ROWS@@", body))
+    return path
+
+
+_INDEX = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>@@TITLE@@</title>
+<style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}</style></head>
+<body><h1>@@TITLE@@</h1>
+<table><tr><th>event</th><th>pixels</th><th>predicted polygons</th><th>inventory polygons</th><th>threshold</th>
+<th>checkpoint</th><th>checkpoint date</th><th>map made</th></tr>
+@@ROWS@@
+</table></body></html>
+"""
+
+_PAGE = r"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="insarslide-map" content="@@META@@">
+<title>@@TITLE@@</title>
+<style>
+html,body{margin:0;height:100%;overflow:hidden;font:13px system-ui,sans-serif;background:#222}
+#map{position:absolute;inset:0;cursor:grab;display:block}
+.panel{position:absolute;background:rgba(255,255,255,.92);border-radius:4px;padding:6px 9px;
+  box-shadow:0 1px 4px rgba(0,0,0,.4)}
+#info{top:8px;left:8px;max-width:420px}#info h1{font-size:15px;margin:0 0 4px}
+#layers{top:8px;right:8px}#layers label{display:block}
+#legend{bottom:8px;right:8px}#ramp{width:180px;height:12px}
+.ticks{display:flex;justify-content:space-between;width:180px;font-size:11px}
+.swatch{display:inline-block;width:18px;height:0;border-top:2px solid;vertical-align:middle;margin-right:4px}
+#readout{bottom:8px;left:8px;font-family:monospace}
+#scalebar{bottom:40px;left:8px}#scaleline{height:6px;border:2px solid #000;border-top:none}
+#tooltip{position:absolute;display:none;pointer-events:none;background:rgba(0,0,0,.82);color:#fff;
+  padding:5px 8px;border-radius:3px;font-size:12px;white-space:nowrap}
+</style></head>
+<body>
+<canvas id="map"></canvas>
+<div id="info" class="panel"><h1 id="title"></h1><div id="subtitle"></div></div>
+<div id="layers" class="panel">
+ <label><input type="checkbox" id="show-background" checked> <span id="background-name"></span></label>
+ <label><input type="checkbox" id="show-probability" checked> probability</label>
+ <label>opacity <input type="range" id="opacity" min="0" max="1" step="0.05"></label>
+ <label><input type="checkbox" id="show-polygons" checked> predicted landslides</label>
+ <label id="inventory-row"><input type="checkbox" id="show-inventory" checked> inventory</label>
+ <button id="fit">fit scene</button>
+</div>
+<div id="legend" class="panel"><div>landslide probability</div><canvas id="ramp" width="180" height="12"></canvas>
+ <div class="ticks"><span>0</span><span>0.5</span><span>1</span></div>
+ <div><span class="swatch" style="border-color:#00e5ff"></span>predicted (p &ge; <span id="legend-threshold"></span>)</div>
+ <div id="legend-inventory"><span class="swatch" style="border-color:#7cfc00"></span>inventory (true landslides)</div>
+</div>
+<div id="scalebar" class="panel"><div id="scaleline"></div><div id="scaletext"></div></div>
+<div id="readout" class="panel">&nbsp;</div>
+<div id="tooltip"></div>
+<script id="map-data" type="application/json">@@DATA@@</script>
+<script>
+"use strict";
+(function () {
+  const D = JSON.parse(document.getElementById("map-data").textContent);
+  const M = D.meta, W = M.width, H = M.height;
+  const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
+  const tooltip = document.getElementById("tooltip"), readout = document.getElementById("readout");
+  const el = (id) => document.getElementById(id);
+  el("title").textContent = M.event_id + ": landslide map";
+  el("subtitle").textContent = "checkpoint " + M.checkpoint + (M.checkpoint_date ? " (" + M.checkpoint_date + ")" : "") +
+    ", threshold " + M.threshold.toFixed(3) + ", made " + M.created + "; " + M.polygons + " predicted polygon(s)" +
+    (M.inventory === null ? "" : ", " + M.inventory + " in the inventory");
+  el("legend-threshold").textContent = M.threshold.toFixed(3);
+  el("background-name").textContent = D.background_band + " (background)";
+  if (D.inventory === null) { el("inventory-row").style.display = "none"; el("legend-inventory").style.display = "none"; }
+  const ramp = el("ramp").getContext("2d"), grad = ramp.createLinearGradient(0, 0, 180, 0);
+  D.legend.forEach(([t, c]) => grad.addColorStop(t, c));
+  ramp.fillStyle = grad; ramp.fillRect(0, 0, 180, 12);
+  const opacity = el("opacity"); opacity.value = D.opacity;
+
+  function image(b64) { const im = new Image(); im.onload = draw; im.src = "data:image/png;base64," + b64; return im; }
+  const probability = image(D.probability_png), background = image(D.background_png);
+
+  function prepare(list) {
+    return (list || []).map((p) => {
+      const path = new Path2D(); let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const r of p.rings) {
+        path.moveTo(r[0], r[1]);
+        for (let i = 0; i < r.length; i += 2) {
+          path.lineTo(r[i], r[i + 1]);
+          x0 = Math.min(x0, r[i]); x1 = Math.max(x1, r[i]); y0 = Math.min(y0, r[i + 1]); y1 = Math.max(y1, r[i + 1]);
+        }
+        path.closePath();
+      }
+      return Object.assign({}, p, {path: path, box: [x0, y0, x1, y1]});
+    });
+  }
+  const polygons = prepare(D.polygons), inventory = prepare(D.inventory);
+
+  let scale = 1, ox = 0, oy = 0, hovered = null;
+  function resize() { canvas.width = window.innerWidth; canvas.height = window.innerHeight; draw(); }
+  function fit() {
+    scale = Math.min(canvas.width / W, canvas.height / H) * 0.95;
+    ox = (canvas.width - W * scale) / 2; oy = (canvas.height - H * scale) / 2; draw();
+  }
+  function draw() {
+    ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.fillStyle = "#222"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.setTransform(scale, 0, 0, scale, ox, oy); ctx.imageSmoothingEnabled = false;
+    if (el("show-background").checked && background.complete) ctx.drawImage(background, 0, 0, W, H);
+    if (el("show-probability").checked && probability.complete) {
+      ctx.globalAlpha = Number(opacity.value); ctx.drawImage(probability, 0, 0, W, H); ctx.globalAlpha = 1;
+    }
+    ctx.lineWidth = 1.5 / scale;
+    if (el("show-inventory").checked) { ctx.strokeStyle = "#7cfc00"; inventory.forEach((p) => ctx.stroke(p.path)); }
+    if (el("show-polygons").checked) {
+      ctx.strokeStyle = "#00e5ff"; polygons.forEach((p) => ctx.stroke(p.path));
+      if (hovered) { ctx.fillStyle = "rgba(0,229,255,.35)"; ctx.fill(hovered.path, "evenodd"); }
+    }
+    scalebar();
+  }
+  function niceLength(metres) {
+    const p = Math.pow(10, Math.floor(Math.log10(metres))), f = metres / p;
+    return (f >= 5 ? 5 : f >= 2 ? 2 : 1) * p;
+  }
+  function scalebar() {
+    if (!D.pixel_size_m) { el("scalebar").style.display = "none"; return; }
+    const metresPerScreenPx = D.pixel_size_m / scale, metres = niceLength(120 * metresPerScreenPx);
+    el("scaleline").style.width = (metres / metresPerScreenPx) + "px";
+    el("scaletext").textContent = metres >= 1000 ? (metres / 1000) + " km" : metres + " m";
+  }
+  function inside(p, x, y) {  // even-odd over every ring: holes and separate parts both work
+    const b = p.box; if (x < b[0] || x > b[2] || y < b[1] || y > b[3]) return false;
+    let odd = false;
+    for (const r of p.rings) {
+      for (let i = 0, j = r.length - 2; i < r.length; j = i, i += 2) {
+        const xi = r[i], yi = r[i + 1], xj = r[j], yj = r[j + 1];
+        if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) odd = !odd;
+      }
+    }
+    return odd;
+  }
+  function lonlat(x, y) {
+    const g = D.lonlat; if (!g) return null;
+    const n = g.nodes - 1, u = Math.min(Math.max(x / W * n, 0), n), v = Math.min(Math.max(y / H * n, 0), n);
+    const i = Math.min(Math.floor(u), n - 1), j = Math.min(Math.floor(v), n - 1), a = u - i, b = v - j;
+    const at = (arr, jj, ii) => arr[jj * g.nodes + ii];
+    const mix = (arr) => (1 - a) * (1 - b) * at(arr, j, i) + a * (1 - b) * at(arr, j, i + 1) +
+      (1 - a) * b * at(arr, j + 1, i) + a * b * at(arr, j + 1, i + 1);
+    return [mix(g.lon), mix(g.lat)];
+  }
+  const fmt = (v, d) => v === null || v === undefined ? "n/a" : Number(v).toFixed(d);
+  function areaText(p) {
+    const px = p.area_px + " px";
+    if (p.area_m2 === null || p.area_m2 === undefined) return px;
+    return Math.round(p.area_m2).toLocaleString("en-US") + " m\u00b2 (" + px + ")";
+  }
+  let drag = null;
+  canvas.addEventListener("mousedown", (e) => { drag = [e.clientX, e.clientY, ox, oy]; canvas.style.cursor = "grabbing"; });
+  window.addEventListener("mouseup", () => { drag = null; canvas.style.cursor = "grab"; });
+  canvas.addEventListener("mousemove", (e) => {
+    if (drag) { ox = drag[2] + e.clientX - drag[0]; oy = drag[3] + e.clientY - drag[1]; draw(); return; }
+    const x = (e.clientX - ox) / scale, y = (e.clientY - oy) / scale;
+    const ll = lonlat(x, y);
+    readout.textContent = (ll ? "lat " + ll[1].toFixed(5) + "\u00b0  lon " + ll[0].toFixed(5) + "\u00b0  " : "") +
+      "row " + Math.floor(y) + "  col " + Math.floor(x);
+    const hit = el("show-polygons").checked ? polygons.find((p) => inside(p, x, y)) || null : null;
+    if (hit !== hovered) { hovered = hit; draw(); }
+    if (hit) {
+      tooltip.style.display = "block"; tooltip.style.left = (e.clientX + 14) + "px"; tooltip.style.top = (e.clientY + 14) + "px";
+      tooltip.dataset.id = hit.id; tooltip.dataset.areaM2 = hit.area_m2 === null ? "" : hit.area_m2;
+      tooltip.innerHTML = "<b>landslide " + hit.id + "</b><br>area " + areaText(hit) + "<br>mean p " +
+        fmt(hit.mean_p, 3) + ", max p " + fmt(hit.max_p, 3);
+    } else { tooltip.style.display = "none"; }
+  });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const k = Math.exp(-e.deltaY * 0.0015), x = (e.clientX - ox) / scale, y = (e.clientY - oy) / scale;
+    scale *= k; ox = e.clientX - x * scale; oy = e.clientY - y * scale; draw();
+  }, {passive: false});
+  ["show-background", "show-probability", "show-polygons", "show-inventory", "opacity"].forEach(
+    (id) => el(id).addEventListener("input", draw));
+  el("fit").addEventListener("click", fit);
+  window.addEventListener("resize", () => { resize(); fit(); });
+  resize(); fit();
+  // for scripted checks (tests/test_html_map.py) and the curious: counts and the view transform
+  window.insarslideMap = {polygons: polygons.length, inventory: inventory.length,
+    toScreen: (x, y) => [ox + x * scale, oy + y * scale],
+    centerOn: (x, y) => { ox = canvas.width / 2 - x * scale; oy = canvas.height / 2 - y * scale; draw();
+                          return [canvas.width / 2, canvas.height / 2]; }};
+})();
+</script>
+</body></html>
+"""
+
+
+# ------------------------------------------------------------ browser check
+class BrowserError(RuntimeError):
+    """Headless Chromium could not be started or did not answer."""
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class _DevTools:
+    """Headless Chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: the
+    browser reads JSON messages on its fd 3 and writes them on fd 4, each ended by a NUL byte), so no
+    WebSocket library and no open port are needed."""
+
+    def __init__(self, executable: str, profile_dir: Path, width: int, height: int, timeout_s: float):
+        import subprocess
+
+        self.timeout_s = timeout_s
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
+        flags = ["--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--no-default-browser-check", f"--user-data-dir={profile_dir}", f"--window-size={width},{height}",
+                 # the network is off: no name resolves and every proxied request goes to a closed port
+                 "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9", "--disable-extensions",
+                 "--disable-background-networking", "--disable-component-update", "about:blank"]
+        self.process = subprocess.Popen(
+            ["bash", "-c", f'exec "$@" 3<&{to_browser_r} 4>&{from_browser_w}', "chromium", executable, *flags],
+            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _read_message(self, deadline: float) -> dict[str, Any]:
+        import select
+        import time
+
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, left))
+            if not ready:
+                raise BrowserError(f"chromium did not answer within {self.timeout_s} s")
+            chunk = os.read(self._from_browser, 1 << 20)
+            if not chunk:
+                raise BrowserError("chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None) -> dict[str, Any]:
+        import time
+
+        self._next_id += 1
+        payload = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            payload["sessionId"] = session
+        os.write(self._to_browser, json.dumps(payload).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            message = self._read_message(deadline)
+            if message.get("id") == self._next_id:
+                if "error" in message:
+                    raise BrowserError(f"{method}: {message['error']}")
+                return message.get("result", {})
+            self.events.append(message)
+
+    def wait_for(self, method: str) -> dict[str, Any]:
+        import time
+
+        deadline = time.monotonic() + self.timeout_s
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while True:
+            message = self._read_message(deadline)
+            self.events.append(message)
+            if message.get("method") == method:
+                return message
+
+    def close(self) -> None:
+        for fd in (self._to_browser, self._from_browser):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except Exception:
+            self.process.kill()
+            self.process.wait()
+
+
+def check_in_browser(page: str | os.PathLike, *, screenshot: str | os.PathLike | None = None,
+                     hover_polygon: int | None = 0, width: int = 1200, height: int = 800,
+                     executable: str | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Open a map page in headless Chromium with the network off and report what a reader would see.
+
+    Returns ``errors`` (console errors and uncaught exceptions), ``requests``
+    (every URL the page asked for that is not ``file:`` or ``data:``), the
+    polygon counts the page drew, and, when ``hover_polygon`` is an index,
+    the tooltip shown with the mouse on that predicted polygon (-1: the
+    largest; at a point inside it, found by shapely). Writes a PNG of the window when asked.
+    """
+    import tempfile
+
+    from shapely.geometry import Polygon
+
+    executable = executable or find_chromium()
+    if executable is None:
+        raise BrowserError("no chromium found on PATH (Debian: apt-get install chromium)")
+    page = Path(page).resolve()
+    data = json.loads(re.search(r'<script id="map-data" type="application/json">(.*?)</script>',
+                                page.read_text(encoding="utf-8"), re.S).group(1).replace("<\\/", "</"))
+    with tempfile.TemporaryDirectory(prefix="insarslide-chromium-") as profile:
+        browser = _DevTools(executable, Path(profile), width, height, timeout_s)
+        try:
+            target = next(t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+            session = browser.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})[
+                "sessionId"]
+            for domain in ("Runtime", "Log", "Network", "Page"):
+                browser.send(f"{domain}.enable", session=session)
+            browser.send("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": -1,
+                                                              "uploadThroughput": -1}, session=session)
+            browser.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                                "deviceScaleFactor": 1, "mobile": False},
+                         session=session)
+            browser.events.clear()
+            browser.send("Page.navigate", {"url": page.as_uri()}, session=session)
+            browser.wait_for("Page.loadEventFired")
+
+            def evaluate(expression: str) -> Any:
+                result = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                                      session=session)
+                if "exceptionDetails" in result:
+                    raise BrowserError(f"{expression}: {result['exceptionDetails']}")
+                return result["result"].get("value")
+
+            report: dict[str, Any] = {"counts": evaluate("({polygons: window.insarslideMap.polygons, "
+                                                         "inventory: window.insarslideMap.inventory})")}
+            if hover_polygon is not None and data["polygons"]:
+                if hover_polygon < 0:  # the largest
+                    hover_polygon = max(range(len(data["polygons"])), key=lambda k: data["polygons"][k]["area_px"])
+                rings = data["polygons"][hover_polygon]["rings"]
+                polygon = Polygon(np.reshape(rings[0], (-1, 2)))
+                point = polygon.representative_point()
+                # hover where the whole scene shows it; under a panel or outside, pan it to the centre first
+                x, y = evaluate(f"(() => {{ const [x, y] = window.insarslideMap.toScreen({point.x}, {point.y}); "
+                                "return document.elementFromPoint(x, y) === document.getElementById('map') ? "
+                                f"[x, y] : window.insarslideMap.centerOn({point.x}, {point.y}); }})()")
+                browser.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y}, session=session)
+                report["hover"] = evaluate("({display: getComputedStyle(document.getElementById('tooltip')).display, "
+                                           "text: document.getElementById('tooltip').innerText, "
+                                           "id: document.getElementById('tooltip').dataset.id, "
+                                           "readout: document.getElementById('readout').innerText})")
+            report["scalebar"] = evaluate("document.getElementById('scaletext').innerText")
+            if screenshot is not None:
+                shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)
+                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+            # collect what arrived meanwhile (late console messages, requests)
+            evaluate("1")
+        finally:
+            browser.close()
+    errors, requests = [], []
+    for event in browser.events:
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            errors.append(params["exceptionDetails"].get("exception", {}).get("description")
+                          or params["exceptionDetails"].get("text"))
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+            errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
+        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            errors.append(params["entry"].get("text"))
+        elif method == "Network.requestWillBeSent":
+            url = params["request"]["url"]
+            if not url.startswith(("file:", "data:")):
+                requests.append(url)
+    report.update(errors=errors, requests=requests)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m insarslide.inference.html_map PAGE [--screenshot PNG]``: open a map in headless Chromium, offline,
+    and print what it showed (exit 1 on console errors or outside requests)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m insarslide.inference.html_map", description=main.__doc__)
+    parser.add_argument("page", help="an <event_id>_map.html written by predict.py")
+    parser.add_argument("--screenshot", help="write a PNG of the page here")
+    parser.add_argument("--hover", type=int, default=0, help="index of the predicted polygon to hover (default 0; -1: the largest)")
+    parser.add_argument("--width", type=int, default=1200)
+    parser.add_argument("--height", type=int, default=800)
+    args = parser.parse_args(argv)
+    report = check_in_browser(args.page, screenshot=args.screenshot, hover_polygon=args.hover, width=args.width,
+                              height=args.height)
+    print(json.dumps(report, indent=2))
+    return 1 if report["errors"] or report["requests"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
