@@ -69,7 +69,7 @@ def composed_config(checkpoint: Path, overrides: Sequence[str]) -> tuple[DictCon
 
 def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on the test patches of the (re)composed config; returns metrics.json's dict."""
-    from insarslide.training.run import build_trainer_parts, config_choices, evaluate_and_write
+    from insarslide.training.run import build_trainer_parts, config_choices, evaluate_and_write, set_threads
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -83,6 +83,7 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), output_dir: 
     check_compatible(checkpoint, state, run_record(cfg))
     del state
     choices = config_choices(cfg)
+    set_threads(cfg.get("torch_threads"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, callbacks, loggers, trainer = build_trainer_parts(
         cfg, choices, keep=lambda c: isinstance(c, (ThresholdChoice, TestEvaluation)))

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 import hydra
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -282,6 +283,32 @@ def run_relative(path: str, output_dir: Path) -> str | None:
         return str(path)
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch_threads``: the CPU threads of torch's kernels. A floating-point sum split over another number of
+    threads rounds differently, and over hundreds of steps a CPU run then ends elsewhere (docs/simulator.md):
+    fixing it makes a machine with more cores repeat a 2-core run. None: torch's own choice (all cores)."""
+    if threads is None:
+        return
+    if int(threads) < 1:
+        raise ValueError(f"torch_threads={threads}: must be a positive number of threads, or null")
+    torch.set_num_threads(int(threads))
+
+
+def compute_environment() -> dict[str, Any]:
+    """What decides the bits of a CPU or GPU run besides the config: library versions, torch's threads and the
+    CPU instruction set its kernels use (written into metrics.json, so two results can be traced)."""
+    import platform
+
+    import lightning
+    import numpy
+    import segmentation_models_pytorch as smp
+
+    return {"torch": torch.__version__, "lightning": lightning.__version__, "numpy": numpy.__version__,
+            "segmentation_models_pytorch": smp.__version__, "python": platform.python_version(),
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def build_trainer_parts(cfg: DictConfig, choices: Mapping[str, Any], resume_step: int | None = None,
                         keep: Callable[[Any], bool] | None = None) -> tuple[PatchDataModule, LandslideSegmenter,
                                                                              list[Any], list[Any], L.Trainer]:
@@ -310,6 +337,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s is complete (%s exists): nothing to resume", output_dir, METRICS_FILE)
         return json.loads((output_dir / METRICS_FILE).read_text())
     output_dir.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.get("torch_threads"))
     L.seed_everything(cfg.seed, workers=True)
     config = resolved_config(cfg, choices)
     write_text_atomic(output_dir / CONFIG_FILE, OmegaConf.to_yaml(OmegaConf.create(config)))
@@ -356,7 +384,7 @@ def evaluate_and_write(cfg: DictConfig, choices: Mapping[str, Any], trainer: L.T
         "sigma": float(cfg.smoothing.sigma), "sampler": choices.get("sampler"),
         "oversample": choices.get("oversample"), "split": choices.get("split"), "seed": int(cfg.seed),
         "bands": list(cfg.data.bands), "best_checkpoint": run_relative(ckpt_path or "", output_dir),
-        "data_counts": datamodule.counts, **(extra or {}),
+        "data_counts": datamodule.counts, "environment": compute_environment(), **(extra or {}),
     }
     if evaluation is not None:
         metrics.update(evaluation.sections())
