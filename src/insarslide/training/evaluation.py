@@ -59,7 +59,6 @@ def _named_patch_indices(table, patches: Sequence[Any]) -> list[int]:
     return found
 
 
-
 class TestEvaluation(L.Callback):
     """Everything the reports need, gathered from the model's test probabilities in ``trainer.test``."""
 
