@@ -86,7 +86,7 @@ class EmulatedAccelerator(torch.nn.Module):
 
 def timed_test(module: LandslideSegmenter, datamodule: PatchDataModule, evaluate: bool, accelerator: str,
                eval_workers: int = 2, eval_pool: str = "thread") -> float:
-    callbacks = [TestEvaluation(baselines=False, figures=False, workers=eval_workers, pool=eval_pool)] if evaluate else []
+    callbacks = [TestEvaluation(figures=False, workers=eval_workers, pool=eval_pool)] if evaluate else []
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=callbacks,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     if accelerator == "gpu":

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from insarslide.metrics.baselines import (best_single_band_rule, band_rules, fit_logistic, local_features, pixel_scores,
-                                  pixel_table, roc_auc, sweep_thresholds)
+from insarslide.metrics.baselines import (band_rules, fit_logistic, local_features, pixel_scores, pixel_table, roc_auc,
+                                          sweep_thresholds)
 
 
 def test_pixel_scores_hand_counts():
@@ -30,10 +30,9 @@ def test_single_band_rule_finds_low_values_and_transfers():
     # coherence separates perfectly from below (landslide where <= 0.2); intensity at best 2/3
     fit = np.array([[0.5, 0.1], [0.1, 0.2], [0.4, 0.8], [0.6, 0.9]])
     labels = np.array([1, 1, 0, 0])
-    rule = best_single_band_rule(fit, labels, names)
+    intensity, rule = band_rules(fit, labels, names)  # each band's best direction and threshold
     assert (rule.name, rule.band, rule.direction, rule.threshold) == ("coherence", 1, -1, 0.2)
     assert rule.fit_scores.iou == 1.0 and rule.describe() == "coherence <= 0.2"
-    intensity = band_rules(fit, labels, names)[0]
     assert intensity.direction == -1 and intensity.fit_scores.iou == pytest.approx(2 / 3)
     # applied unchanged to other pixels; NaN never fires
     held_out = np.array([[9.0, 0.15], [9.0, 0.25], [0.0, np.nan], [0.0, 0.2]])

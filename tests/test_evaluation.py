@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insarslide.training.evaluation import ObjectTally, average_precision, object_sections, patch_objects, size_edges
+from insarslide.metrics.objects import ObjectTally, object_sections, patch_objects, size_edges
+from insarslide.metrics.pixel import average_precision
 from insarslide.reporting.figures import COLOURS, difference_rgb
 
 
@@ -159,7 +160,7 @@ def two_tile_scene():
     """
     import pandas as pd
 
-    from insarslide.training.evaluation import SceneMosaic
+    from insarslide.metrics.objects import SceneMosaic
 
     landslide = np.zeros((4, 8), np.uint8)
     landslide[1:3, 2:6] = 1
@@ -181,6 +182,10 @@ def test_a_landslide_cut_by_the_valid_mask_and_a_tile_edge_counts_once():
     grid = mosaic.grids["e"]
     assert grid.covered.all() and int(grid.valid.sum()) == 28 and grid.pixel_m2 == pytest.approx(100.0)
     everything = mosaic.tally()  # no minimum mapping unit: L and T
+    # Valid evaluated area: 28 valid px x 100 m2 = 2800 m2; a patch pasted twice still counts each pixel once.
+    assert everything.valid_area_km2 == pytest.approx(0.0028)
+    mosaic.add(0, grid.landslide[:, :4], grid.valid[:, :4], grid.predicted[:, :4])
+    assert mosaic.tally().valid_area_km2 == pytest.approx(0.0028)
     assert everything.arrays()["area"].tolist() == [8, 1] and everything.arrays()["valid_area"].tolist() == [6, 1]
     # MMU 2 px: T is no object; its predicted pixel is no false positive (it is labelled).
     tally = mosaic.tally(min_px=2)
@@ -198,7 +203,7 @@ def test_a_landslide_cut_by_the_valid_mask_and_a_tile_edge_counts_once():
 
 
 def test_minimum_mapping_unit_in_m2_needs_a_known_pixel_area():
-    from insarslide.training.evaluation import min_object_pixels
+    from insarslide.metrics.objects import min_object_pixels
 
     assert min_object_pixels(2, 150.0, 100.0, "e") == 2.0 and min_object_pixels(1, 450.0, 100.0, "e") == 4.5
     with pytest.raises(ValueError, match="min_object_m2.*scene e"):
@@ -208,7 +213,7 @@ def test_minimum_mapping_unit_in_m2_needs_a_known_pixel_area():
 def test_scene_objects_in_worker_processes_match_the_inline_count():
     from concurrent.futures import ProcessPoolExecutor
 
-    from insarslide.training.evaluation import object_pool
+    from insarslide.metrics.objects import object_pool
 
     mosaic = two_tile_scene()
     mosaic.grids["f"] = mosaic.grids["e"]  # a second scene, so that the pool has two jobs
@@ -317,3 +322,63 @@ def test_fast_dev_run_on_a_test_scene_without_landslides_writes_empty_object_sec
         baseline = written["baselines"][name]
         assert baseline["size_classes"]["edges_px"] is None and baseline["objects"]["objects"] == 0
         assert baseline["recall"] == 0.0  # no landslide pixel to find: TP 0, FN 0
+
+
+def test_the_eval_group_makes_the_pass_and_its_baselines(tmp_path):
+    """eval.* makes two callbacks: the baselines hold the very pass they read and their own settings;
+    eval.baselines=false leaves the pass alone, eval=none makes neither."""
+    import hydra
+
+    from conftest import compose_train
+    from insarslide.training.baselines import TestBaselines
+    from insarslide.training.evaluation import TestEvaluation
+
+    made = hydra.utils.instantiate(compose_train(["eval.baseline_folds=3", "eval.baseline_max_pixels=500", "seed=7",
+                                                  "eval.min_object_px=4"], tmp_path).callbacks.evaluation)
+    assert [type(c) for c in made] == [TestEvaluation, TestBaselines]
+    evaluation, baselines = made
+    assert baselines.evaluation is evaluation and evaluation.min_object_px == 4.0
+    assert (baselines.folds, baselines.max_pixels, baselines.seed) == (3, 500, 7)
+    alone = hydra.utils.instantiate(compose_train(["eval.baselines=false"], tmp_path).callbacks.evaluation)
+    assert [type(c) for c in alone] == [TestEvaluation]
+    assert compose_train(["eval=none"], tmp_path).callbacks.evaluation is None
+    with pytest.raises(ValueError, match="eval.baseline_folds"):
+        TestBaselines(evaluation, folds=1)
+
+
+def test_baselines_reduce_the_sweep_on_every_process_and_fit_on_the_first_only():
+    """The constant predictors come from the sweep, which every process must reduce together (a sweep
+    reduced on one process alone would wait forever); only the first process fits the rules."""
+    from types import SimpleNamespace
+
+    from insarslide.training.baselines import TestBaselines
+
+    calls = []
+
+    class Pass:
+        def trivial_sections(self):
+            calls.append("reduced")
+            return {"all_landslide": {"iou": 0.25}}
+
+    baselines = TestBaselines(Pass())
+    baselines.sections = lambda datamodule, trivial: {"fitted_on": datamodule, **trivial}
+    baselines.on_test_end(SimpleNamespace(is_global_zero=False, datamodule="patches"), None)
+    assert calls == ["reduced"] and baselines.section is None
+    baselines.on_test_end(SimpleNamespace(is_global_zero=True, datamodule="patches"), None)
+    assert calls == ["reduced"] * 2 and baselines.section == {"fitted_on": "patches", "all_landslide": {"iou": 0.25}}
+    # Started without its pass among the trainer's callbacks, it says so instead of failing later.
+    with pytest.raises(ValueError, match="TestEvaluation"):
+        baselines.on_test_start(SimpleNamespace(callbacks=[baselines]), None)
+
+
+def test_the_pass_gives_its_size_edges_to_the_baselines():
+    from insarslide.training.evaluation import TestEvaluation
+
+    evaluation = TestEvaluation()
+    evaluation.tally = tally_of_two_patches()
+    # Objects of 2 and 6 px: the 33rd and 66th percentiles 3.32 and 4.64 (as in test_percentile_edges_by_hand).
+    assert evaluation.object_edges() == (pytest.approx(3.32), pytest.approx(4.64))
+    assert TestEvaluation(size_percentiles=[50, 50]).object_edges() is None  # no object: no edges
+    fixed = TestEvaluation(size_edges=[2, 5])
+    fixed.tally = tally_of_two_patches()
+    assert fixed.object_edges() == (2.0, 5.0)

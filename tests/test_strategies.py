@@ -10,7 +10,7 @@ from insarslide.data.augment import AlbumentationsAugmenter, Augmenter
 from insarslide.data.oversample import SmallLandslideOversampler, apply_crop, crop_origin
 from insarslide.data.samplers import BucketSampler, EpochDraws, bucket_weights
 from insarslide.data.smoothing import SoftLabelCache, smooth_labels
-from insarslide.data.sizes import patch_size_classes, patch_size_edges
+from insarslide.data.sizes import patch_size_buckets, patch_size_edges
 from insarslide.data.splits import RandomSplit, RegionSplit, StratifiedSplit
 
 
@@ -37,7 +37,7 @@ def test_stratified_split_keeps_bucket_shares():
     t = table(n_events=20)
     labels = StratifiedSplit(seed=0).assign(t)
     pixels = t["landslide_pixels"].to_numpy()
-    buckets = patch_size_classes(pixels, patch_size_edges(pixels))
+    buckets = patch_size_buckets(pixels, patch_size_edges(pixels))
     for b in range(4):
         members = labels[buckets == b]
         share = np.mean(members == "train")
@@ -139,9 +139,9 @@ def test_size_classes_one_rule_worked_by_hand():
     pixels = np.array([0, 10, 20, 30, 40, 50, 0])
     assert patch_size_edges(pixels) == (20.0, 40.0)
     # A patch at the edge belongs to the class below it: 20 is small, 40 is medium.
-    np.testing.assert_array_equal(patch_size_classes(pixels, (20.0, 40.0)), [0, 1, 1, 2, 2, 3, 0])
+    np.testing.assert_array_equal(patch_size_buckets(pixels, (20.0, 40.0)), [0, 1, 1, 2, 2, 3, 0])
     # Edges from another reference set (the training patches) apply to any counts.
-    np.testing.assert_array_equal(patch_size_classes(np.array([5, 25, 45]), (20.0, 40.0)), [1, 2, 3])
+    np.testing.assert_array_equal(patch_size_buckets(np.array([5, 25, 45]), (20.0, 40.0)), [1, 2, 3])
     assert patch_size_edges(np.zeros(4)) == (0.0, 0.0)
     with pytest.raises(ValueError, match="quantiles"):
         patch_size_edges(pixels, (0.8, 0.2))

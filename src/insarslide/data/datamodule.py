@@ -286,8 +286,8 @@ class PatchDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        # Each sample is drawn in the size class of its patch (a crop in that of the patch it was
-        # cut from); the class edges come from the training patches (insarslide.data.sizes).
+        # Each sample is drawn in the size bucket of its patch (a crop in that of the patch it was
+        # cut from); the bucket edges come from the training patches (insarslide.data.sizes).
         pixels = self.store.table["landslide_pixels"].to_numpy()
         sample_pixels = pixels[[s.patch for s in self.train_set.samples]]
         reference = pixels[self.split_labels == "train"]

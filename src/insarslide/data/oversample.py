@@ -1,6 +1,6 @@
 """Small-landslide oversampling (thesis section 5.3.1): one extra crop per small-landslide patch.
 
-Training patches of the ``small`` size class of :mod:`insarslide.data.sizes`
+Training patches of the ``small`` size bucket of :mod:`insarslide.data.sizes`
 (landslide pixel count positive and at most the ``quantile`` of the training
 landslide patches: the 25th percentile, 120 px in the thesis) get one extra
 sample: a ``crop_size`` window centred on the
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from insarslide.data.sizes import patch_size_classes, patch_size_edges
+from insarslide.data.sizes import patch_size_buckets, patch_size_edges
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class SmallLandslideOversampler:
             return samples
         edges = patch_size_edges(pixels, (self.quantile, self.quantile))  # only the small edge matters here
         self.threshold_px = edges[0]
-        small = train_patches[patch_size_classes(pixels, edges) == 1]
+        small = train_patches[patch_size_buckets(pixels, edges) == 1]
         for i in small:
             landslide, _ = read_labels(int(i))
             samples.append(Sample(int(i), crop_origin(landslide, self.crop_size)))

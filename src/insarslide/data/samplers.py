@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from insarslide.data.sizes import SIZE_CLASSES, patch_size_classes, patch_size_edges
+from insarslide.data.sizes import SIZE_BUCKETS, patch_size_buckets, patch_size_edges
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +82,23 @@ def _permutation(generator: torch.Generator, n: int) -> torch.Tensor:
 
 def bucket_weights(sample_pixels: np.ndarray, shares: Sequence[float], reference_pixels: np.ndarray | None = None,
                    quantiles: Sequence[float] = (0.25, 0.75)) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sample weights whose expected draw share per size class equals ``shares``; returns (weights, classes).
+    """Per-sample weights whose expected draw share per size bucket equals ``shares``; returns (weights, buckets).
 
     ``sample_pixels`` is the landslide pixel count that decides each sample's
-    class (for an oversampling crop: the count of the patch it was cut from);
-    the class edges come from ``reference_pixels`` (the training patches; default:
+    bucket (for an oversampling crop: the count of the patch it was cut from);
+    the bucket edges come from ``reference_pixels`` (the training patches; default:
     ``sample_pixels``), by the one rule of :mod:`insarslide.data.sizes`. Shares of
-    empty classes are redistributed over the others in proportion, with a warning.
+    empty buckets are redistributed over the others in proportion, with a warning.
     """
     shares = np.asarray(shares, dtype=np.float64)
     if shares.shape != (4,) or (shares < 0).any() or shares.sum() <= 0:
         raise ValueError(f"sampler.weights {list(shares)} must be four non-negative shares (none, small, medium, large)")
     reference = sample_pixels if reference_pixels is None else reference_pixels
-    buckets = patch_size_classes(sample_pixels, patch_size_edges(reference, quantiles))
+    buckets = patch_size_buckets(sample_pixels, patch_size_edges(reference, quantiles))
     sizes = np.bincount(buckets, minlength=4)
     empty = (sizes == 0) & (shares > 0)
     if empty.any():
-        names = [SIZE_CLASSES[b] for b in np.flatnonzero(empty)]
+        names = [SIZE_BUCKETS[b] for b in np.flatnonzero(empty)]
         warnings.warn(f"bucket sampler: bucket(s) {names} are empty; their share goes to the others", stacklevel=2)
         shares = np.where(sizes > 0, shares, 0.0)
         if shares.sum() <= 0:

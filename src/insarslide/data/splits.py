@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from insarslide.data.sizes import patch_size_classes, patch_size_edges
+from insarslide.data.sizes import patch_size_buckets, patch_size_edges
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -77,12 +77,12 @@ class RandomSplit:
 
 
 class StratifiedSplit(RandomSplit):
-    """70/20/10 within each landslide-size class (none, small, medium, large; :mod:`insarslide.data.sizes` over all patches)."""
+    """70/20/10 within each landslide-size bucket (none, small, medium, large; :mod:`insarslide.data.sizes` over all patches)."""
 
     def assign(self, table: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         pixels = table["landslide_pixels"].to_numpy()
-        buckets = patch_size_classes(pixels, patch_size_edges(pixels))
+        buckets = patch_size_buckets(pixels, patch_size_edges(pixels))
         labels = np.empty(len(table), dtype=object)
         for b in range(4):
             members = np.flatnonzero(buckets == b)

@@ -109,7 +109,7 @@ class WindowOptions:
 @dataclass(frozen=True)
 class MapOptions:
     min_area_px: int = 0
-    connectivity: int = 8  # as the evaluation's objects (insarslide.training.evaluation)
+    connectivity: int = 8  # as the evaluation's objects (insarslide.metrics.objects)
     cog_blocksize: int = 512
     gdal_cache_mb: int = 128
     quicklook: bool = True
@@ -643,9 +643,9 @@ def scene_metrics(counts: np.ndarray, valid_pixels: int, event_id: str, threshol
 def scene_object_metrics(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray, pixel_size_m: float,
                          maps: MapOptions) -> dict[str, Any]:
     """``size_classes`` and ``objects`` sections for a whole scene, by the evaluation's own rules
-    (:mod:`insarslide.training.evaluation`: nearest-object false positives, detection overlap), with objects and false
+    (:mod:`insarslide.metrics.objects`: nearest-object false positives, detection overlap), with objects and false
     alarms joined by ``maps.connectivity`` as the polygons are."""
-    from insarslide.training.evaluation import ObjectTally, object_sections, patch_objects
+    from insarslide.metrics.objects import ObjectTally, object_sections, patch_objects
 
     tally = ObjectTally()
     tally.add(patch_objects(landslide, predicted, valid, connectivity=maps.connectivity))

@@ -4,8 +4,10 @@ Two rules a deep model has to beat before its scores mean anything:
 
 * the **best single-band rule**: one band thresholded globally (landslide where
   the value is above, or below, the threshold: "below" on coherence is the
-  rule ``1 - coherence >= t``), band, direction and threshold chosen by pixel
-  IoU on one set of pixels and then applied unchanged to another;
+  rule ``1 - coherence >= t``, :func:`coherence_rule`), band and direction
+  chosen by scene-blocked cross-validation (:func:`choose_rule_by_scene_cv`),
+  thresholds by pixel IoU (:func:`sweep_thresholds`; each band's best:
+  :func:`band_rules`) on one set of pixels, then applied unchanged to another;
 * a **per-pixel logistic regression** on the bands (optionally with local
   features such as the 5 x 5 mean and standard deviation of each band, see
   :func:`local_features`), its probability threshold chosen by IoU on the
@@ -135,13 +137,6 @@ def band_rules(features: np.ndarray, labels: np.ndarray, names: Sequence[str],
             raise ValueError(f"features: band {name!r} has no finite value")
         rules.append(best)
     return rules
-
-
-def best_single_band_rule(features: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                          thresholds: int | np.ndarray = DEFAULT_THRESHOLDS, metric: str = "iou") -> SingleBandRule:
-    """The band, direction and threshold with the best ``metric`` on these pixels (first band on ties)."""
-    rules = band_rules(features, labels, names, thresholds, metric)
-    return max(rules, key=lambda r: getattr(r.fit_scores, metric))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from insarslide.training.callbacks import ThresholdChoice
 from insarslide.training.checkpoints import CheckpointError, check_compatible, load_checkpoint, run_record
 from insarslide.runfiles import HYDRA_DIR
+from insarslide.training.baselines import TestBaselines
 from insarslide.training.evaluation import TestEvaluation
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), output_dir: 
     set_threads(cfg.get("torch_threads"))
     L.seed_everything(cfg.seed, workers=True)
     datamodule, module, callbacks, loggers, trainer = build_trainer_parts(
-        cfg, choices, keep=lambda c: isinstance(c, (ThresholdChoice, TestEvaluation)))
+        cfg, choices, keep=lambda c: isinstance(c, (ThresholdChoice, TestEvaluation, TestBaselines)))
     extra = {"evaluated_checkpoint": str(checkpoint.resolve()), "overrides": every}
     return evaluate_and_write(cfg, choices, trainer, module, datamodule, callbacks, loggers, str(checkpoint), extra)
 

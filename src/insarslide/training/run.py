@@ -38,6 +38,7 @@ from insarslide.atomic import temporary_sibling, write_json_atomic, write_text_a
 from insarslide.training.callbacks import ThresholdChoice
 from insarslide.training.checkpoints import RunCheckpointIO, check_compatible, load_checkpoint, newest_checkpoint, run_record
 from insarslide.data.datamodule import PatchDataModule
+from insarslide.training.baselines import TestBaselines
 from insarslide.training.evaluation import TestEvaluation
 from insarslide.reporting.figures import save_run_figures
 from insarslide.training.loggers import build_loggers, finish_wandb, log_run_to_wandb
@@ -315,8 +316,9 @@ def build_trainer_parts(cfg: DictConfig, choices: Mapping[str, Any], resume_step
     """Data module, model, callbacks (those ``keep`` accepts; all by default), loggers and Trainer of ``cfg``."""
     datamodule: PatchDataModule = hydra.utils.instantiate(cfg.data)
     module: LandslideSegmenter = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
-    callbacks = [c for c in callbacks if keep is None or keep(c)]
+    made = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
+    # One node may make several callbacks (eval: the evaluation pass and its baselines).
+    callbacks = [c for m in made for c in (m if isinstance(m, list) else [m]) if keep is None or keep(c)]
     run_name = f"{cfg.model.name}-sigma{cfg.smoothing.sigma}-{choices.get('split')}-seed{cfg.seed}"
     loggers = build_loggers(cfg.get("logger"), run_name, sweep_group(), resume_step)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -388,9 +390,9 @@ def evaluate_and_write(cfg: DictConfig, choices: Mapping[str, Any], trainer: L.T
     }
     if evaluation is not None:
         metrics.update(evaluation.sections())
-        if evaluation.baselines and trainer.is_global_zero:
-            metrics["baselines"] = evaluation.baseline_sections(
-                datamodule, metrics["size_classes"]["edges_px"], int(cfg.seed))
+    baselines = next((c for c in callbacks if isinstance(c, TestBaselines)), None)
+    if baselines is not None and baselines.section is not None:  # computed by the first process at the test's end
+        metrics["baselines"] = baselines.section
     if trainer.is_global_zero:
         write_text_atomic(output_dir / SPLIT_FILE, datamodule.split_table().to_csv(index=False))
         write_run_files(output_dir, evaluation, threshold_choice, datamodule)
