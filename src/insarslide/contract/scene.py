@@ -17,6 +17,7 @@ as NaN (:mod:`insarslide.contract.cf_decoding`), and ``landslide``/``valid`` val
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from insarslide.atomic import temporary_sibling
+from insarslide.contract.geometry import pixel_area_m2, row_pixel_areas_m2
 from insarslide.contract.cf_decoding import BandDecoder, decoder_from_attrs
 from insarslide.contract.snap_export import (
     SnapBandRule,
@@ -112,17 +114,15 @@ class Scene:
 
     @property
     def pixel_size_m(self) -> float:
-        """Mean pixel side in metres (geographic grids are converted at the scene centre)."""
-        dx, dy = abs(self.transform[1]), abs(self.transform[5])
-        if self.crs_wkt is not None:
-            from pyproj import CRS
+        """Side (m) of a square with the grid's mean pixel area (:mod:`insarslide.contract.geometry`: geodesic on
+        geographic grids); the geotransform's own units when the area is unknown (no CRS, no length unit)."""
+        t = self.transform
+        area = float(pixel_area_m2(self.crs_wkt, t[1], t[5], t[3], self.shape[0]))
+        return math.sqrt(area) if math.isfinite(area) else math.sqrt(abs(t[1] * t[5]))
 
-            crs = CRS.from_wkt(self.crs_wkt)
-            if crs.is_geographic:
-                lat = float(self.dataset["y"].values.mean())
-                metres_per_deg = 111_320.0
-                return float(np.sqrt(dx * np.cos(np.radians(lat)) * dy) * metres_per_deg)
-        return float(np.sqrt(dx * dy))
+    def row_pixel_areas_m2(self) -> np.ndarray:
+        """Area (m²) of one pixel in each row; NaN where unknown (:func:`insarslide.contract.geometry.pixel_area_m2`)."""
+        return row_pixel_areas_m2(self.crs_wkt, self.transform, self.shape[0])
 
     def read_band(self, name: str, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         """One canonical band, float32, NaN where the file says no-data."""

@@ -43,6 +43,7 @@ import torch
 
 from insarslide.inference import html_map
 from insarslide.atomic import temporary_sibling, write_json_atomic
+from insarslide.settings import differences
 from insarslide.training.checkpoints import (  # noqa: F401  (CheckpointError: raised here, caught by predict.py)
     CheckpointError,
     checkpoint_record,
@@ -416,15 +417,6 @@ def prediction_settings(model: LandslideSegmenter, model_id: Mapping[str, str], 
     return json.loads(json.dumps(settings))  # exactly what a record read back holds
 
 
-def setting_changes(old: Any, new: Any, name: str = "") -> list[str]:
-    """``name: old -> new`` for every leaf where two settings records differ."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        return [change for key in sorted(set(old) | set(new), key=str)
-                for change in setting_changes(old.get(key, "<absent>"), new.get(key, "<absent>"),
-                                              f"{name}.{key}" if name else str(key))]
-    return [] if old == new else [f"{name}: {old!r} -> {new!r}"]
-
-
 def read_provenance(path: Path) -> dict[str, Any] | None:
     """A scene's provenance record, or None when there is none or it cannot be read (then nothing is kept)."""
     try:
@@ -501,7 +493,7 @@ def plan_outputs(paths: Mapping[str, Path], record: Mapping[str, Any] | None, se
         return set(), set(), "overwrite=true" if existing else ""
     if record is None:
         return set(), set(), "no provenance record says what made them" if existing else ""
-    changes = setting_changes(record["settings"], settings)
+    changes = differences(record["settings"], settings, ignore=())  # every setting counts
     if changes:
         return set(), set(), "settings changed: " + "; ".join(changes)
     folder = next(iter(paths.values())).parent
@@ -621,7 +613,7 @@ def predict_scene(model: LandslideSegmenter, scene_path: str | os.PathLike, outp
             result.written.append(paths["quicklook"].name)
         if "metrics" in wanted:
             metrics = scene_metrics(counts, result.valid_pixels, scene.event_id, threshold, str(scene_path), checkpoint)
-            metrics.update(scene_object_metrics(keep[0], keep[1], keep[2], scene.pixel_size_m, maps))
+            metrics.update(scene_object_metrics(keep[0], keep[1], keep[2], scene.row_pixel_areas_m2(), maps))
             write_json_atomic(paths["metrics"], metrics)
             result.written.append(paths["metrics"].name)
         write_provenance(provenance, settings, vouched | set(result.written), checkpoint)
@@ -640,16 +632,19 @@ def scene_metrics(counts: np.ndarray, valid_pixels: int, event_id: str, threshol
                       **{k: float(v) for k, v in scores.items()}}}
 
 
-def scene_object_metrics(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray, pixel_size_m: float,
+def scene_object_metrics(landslide: np.ndarray, predicted: np.ndarray, valid: np.ndarray, row_areas_m2: np.ndarray,
                          maps: MapOptions) -> dict[str, Any]:
     """``size_classes`` and ``objects`` sections for a whole scene, by the evaluation's own rules
     (:mod:`insarslide.training.evaluation`: nearest-object false positives, detection overlap), with objects and false
-    alarms joined by ``maps.connectivity`` as the polygons are."""
+    alarms joined by ``maps.connectivity`` as the polygons are. ``row_areas_m2``: one pixel's area in each row
+    (:meth:`Scene.row_pixel_areas_m2`); the false alarms per km² are left out when it is unknown (NaN)."""
     from insarslide.training.evaluation import ObjectTally, object_sections, patch_objects
 
     tally = ObjectTally()
     tally.add(patch_objects(landslide, predicted, valid, connectivity=maps.connectivity))
-    tally.valid_area_km2 = float(valid.astype(bool).sum()) * pixel_size_m**2 / 1e6
+    valid_per_row = valid.astype(bool).sum(axis=1)
+    km2 = math.fsum((valid_per_row * np.asarray(row_areas_m2, np.float64)).tolist()) / 1e6
+    tally.valid_area_km2 = km2 if math.isfinite(km2) else 0.0
     return object_sections(tally, maps.size_edges, maps.object_overlap)
 
 

@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from insarslide.atomic import temporary_sibling
 from insarslide.runfiles import CHECKPOINT_DIR, RESUME_CHECKPOINT
+from insarslide.settings import differences
 
 if TYPE_CHECKING:
     from insarslide.models.module import LandslideSegmenter
@@ -251,26 +252,13 @@ def checkpoint_record(state: Mapping[str, Any]) -> dict[str, Any]:
     return {key: hparams[key] for key in ("bands", "model_name", "net") if key in hparams}
 
 
-def _differences(found: Any, expected: Any, name: str) -> list[str]:
-    if isinstance(found, Mapping) and isinstance(expected, Mapping):
-        out = []
-        for key in sorted(set(found) | set(expected), key=str):
-            out += _differences(found.get(key, "<absent>"), expected.get(key, "<absent>"), f"{name}.{key}")
-        return out
-    if isinstance(found, (list, tuple)) and isinstance(expected, (list, tuple)):
-        found, expected = list(found), list(expected)
-    return [] if found == expected else [f"{name}: checkpoint {found!r}, this run {expected!r}"]
-
-
 def check_compatible(path: str | os.PathLike, state: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Refuse ``state`` (loaded from ``path``) when its record differs from ``expected`` in any key both know."""
     record = checkpoint_record(state)
-    differences = []
-    for key in expected:
-        if key in record:
-            differences += _differences(record[key], expected[key], key)
-    if differences:
-        raise CheckpointError(f"checkpoint {path} was trained with other settings: " + "; ".join(differences))
+    found = differences(record, dict(expected), ignore=set(record) ^ set(expected),  # keys only one side knows
+                        line="{name}: checkpoint {found!r}, this run {expected!r}")
+    if found:
+        raise CheckpointError(f"checkpoint {path} was trained with other settings: " + "; ".join(found))
 
 
 # ------------------------------------------------------------- run folders
