@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from insarslide.atomic import temporary_sibling, write_json_atomic
+from insarslide.atomic import atomic_path, write_json_atomic
 from insarslide.contract.spec import BAND_BY_NAME, BANDS, GRID_MAPPING_VAR, LANDSLIDE_VAR, VALID_VAR
 
 FORMAT_NAME = "insarslide-patches"
@@ -136,12 +136,10 @@ class ShardWriter:
     def commit(self) -> Path:
         self._close_files()
         final = shard_path(self.root, self.event_id)
-        tmp = temporary_sibling(final)
         try:
-            self._write_netcdf(tmp)
-            os.replace(tmp, final)
+            with atomic_path(final) as tmp:
+                self._write_netcdf(tmp)
         finally:
-            tmp.unlink(missing_ok=True)
             shutil.rmtree(self.tmp, ignore_errors=True)
         return final
 

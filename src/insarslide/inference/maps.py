@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from rasterio.transform import Affine
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path, temporary_sibling
 from insarslide.contract.geometry import row_pixel_areas_m2
 
 PROBABILITY_NODATA = float("nan")
@@ -311,12 +311,8 @@ def write_geojson(path: str | os.PathLike, features: list[dict[str, Any]], *, pi
         collection["coordinates"] = "pixel (column, row) of an ungeoreferenced scene, not longitude/latitude"
     collection["features"] = features
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(collection, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -412,13 +408,11 @@ class QuickLook:
         if handles:
             ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.7)
         path = Path(path)
-        tmp = temporary_sibling(path)
         try:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", bbox_inches="tight")
         finally:
             plt.close(fig)
-            tmp.unlink(missing_ok=True)
         return path
 
 

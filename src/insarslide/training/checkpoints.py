@@ -43,7 +43,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path
 from insarslide.runfiles import CHECKPOINT_DIR, RESUME_CHECKPOINT
 from insarslide.settings import differences
 
@@ -222,16 +222,11 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint_atomic(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary sibling, flushed and fsynced, then renamed."""
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(checkpoint), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(dict(checkpoint), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
     return path
 
 
