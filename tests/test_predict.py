@@ -22,18 +22,9 @@ from test_scene_reader import snap_export
 
 from insarslide.inference.maps import QuickLook, RegionCollector
 from insarslide.models.module import LandslideSegmenter
-from insarslide.inference.predict import (
-    CheckpointError,
-    MapOptions,
-    OutputDirError,
-    WindowOptions,
-    blend_scene,
-    blend_weight,
-    predict_scene,
-    predict_scenes,
-    source_index,
-    window_origins,
-)
+from insarslide.inference.options import MapOptions, WindowOptions
+from insarslide.inference.predict import CheckpointError, OutputDirError, predict_scene, predict_scenes
+from insarslide.inference.windows import blend_scene, blend_weight, source_index, window_origins
 from insarslide.contract.scene import open_scene
 from insarslide.contract.spec import BANDS
 
