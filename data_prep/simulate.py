@@ -19,7 +19,7 @@ Each scene is made in four steps (details, measured difficulty and figures: ``do
    from a small SNAP-like window, Goldstein filter, SNAPHU, phase to
    displacement), so the bands carry the estimator bias and unwrapping errors
    of real products.
-4. *Writing* through :func:`insarslide.contract.scene.write_scene`; truth-only fields
+4. *Writing* through :func:`insarslide.contract.scene_writer.write_scene`; truth-only fields
    (landslide count, true coherence, true motion) go to an optional sidecar
    ``<event_id>.truth.npz`` (``write_truth=true``), never into the scene.
 """
@@ -41,7 +41,7 @@ from data_prep import dinsar
 from data_prep.landslides import draw, place_landslides, shift_label
 from insarslide.config import config_dir
 from insarslide.atomic import atomic_path, write_json_atomic
-from insarslide.contract.scene import write_scene
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import S1_WAVELENGTH_M
 
 HEADING_DEG = {"ASCENDING": -12.0, "DESCENDING": -165.0}
