@@ -60,7 +60,7 @@ from insarslide.inference.provenance import (
 from insarslide.inference.windows import blend_scene, count_windows, uses_bf16
 from insarslide.metrics.pixel import confusion_counts, scores_from_counts
 from insarslide.models.module import LandslideSegmenter
-from insarslide.contract.scene import Scene, SceneError, open_scene
+from insarslide.contract.scene import SceneError, open_scene
 
 log = logging.getLogger(__name__)
 
