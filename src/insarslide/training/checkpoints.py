@@ -36,7 +36,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import hydra
 import torch
@@ -118,30 +118,32 @@ def _target_allowed(name: str, allowed: tuple[str, ...]) -> bool:
     return any(name.startswith(entry) if entry.endswith(".") else name == entry for entry in allowed)
 
 
+def _nodes(value: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every node of nested dicts and lists with where it sits (``where.key[0]``), each before its children."""
+    yield where, value
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _nodes(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _nodes(item, f"{where}[{i}]")
+
+
 def _find_targets(value: Any, where: str) -> list[tuple[str, Any]]:
     """Every ``_target_`` in nested dicts and lists, as (where it sits, its value)."""
-    if isinstance(value, Mapping):
-        found = [(where, value["_target_"])] if "_target_" in value else []
-        for key, item in value.items():
-            found += _find_targets(item, f"{where}.{key}")
-        return found
-    if isinstance(value, (list, tuple)):
-        return [hit for i, item in enumerate(value) for hit in _find_targets(item, f"{where}[{i}]")]
-    return []
+    return [(at, node["_target_"]) for at, node in _nodes(value, where)
+            if isinstance(node, Mapping) and "_target_" in node]
 
 
 def _find_interpolations(value: Any, where: str) -> list[str]:
     """Where a string (key or value) holds an OmegaConf interpolation ``${...}``, in nested dicts and lists."""
-    if isinstance(value, str):
-        return [where] if "${" in value else []
-    if isinstance(value, Mapping):
-        found = [f"{where} (key {key!r})" for key in value if isinstance(key, str) and "${" in key]
-        for key, item in value.items():
-            found += _find_interpolations(item, f"{where}.{key}")
-        return found
-    if isinstance(value, (list, tuple)):
-        return [hit for i, item in enumerate(value) for hit in _find_interpolations(item, f"{where}[{i}]")]
-    return []
+    found: list[str] = []
+    for at, node in _nodes(value, where):
+        if isinstance(node, str) and "${" in node:
+            found.append(at)
+        elif isinstance(node, Mapping):
+            found += [f"{at} (key {key!r})" for key in node if isinstance(key, str) and "${" in key]
+    return found
 
 
 def check_targets(path: str | os.PathLike, hparams: Mapping[str, Any], extra_allowed: Sequence[str] = ()) -> None:
