@@ -37,7 +37,7 @@ import insarslide.config  # noqa: F401
 from insarslide.data.datamodule import PatchDataModule
 from insarslide.training.evaluation import TestEvaluation
 from insarslide.models.module import LandslideSegmenter
-from insarslide.data.patchstore import ShardWriter, write_dataset_index
+from insarslide.data.patch_writer import ShardWriter, write_dataset_index
 from insarslide.contract.spec import BANDS
 from insarslide.data.splits import RegionSplit
 

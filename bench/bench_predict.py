@@ -36,11 +36,14 @@ from bench_tiling_memory import write_large_scene  # noqa: E402  (the benchmark 
 CHILD = r"""
 import json, sys, time
 import numpy as np, torch
-from insarslide.inference.predict import WindowOptions, MapOptions, load_checkpoint, predict_scene, window_origins
+from insarslide.inference.model import load_model
+from insarslide.inference.options import MapOptions, WindowOptions
+from insarslide.inference.predict import predict_scene
+from insarslide.inference.windows import window_origins
 from insarslide.contract.scene import open_scene
 
 checkpoint, scene_path, out, mode = sys.argv[1:5]
-model = load_checkpoint(checkpoint)
+model = load_model(checkpoint)
 options = WindowOptions()
 with open_scene(scene_path) as scene:
     height, width = scene.shape

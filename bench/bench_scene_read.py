@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.contract.scene import STRIP_ROWS, open_scene, write_scene
+from insarslide.contract.scene import STRIP_ROWS, open_scene
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import BANDS
 
 

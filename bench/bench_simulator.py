@@ -20,7 +20,7 @@ import json, resource, sys, time
 from pathlib import Path
 from omegaconf import OmegaConf
 import data_prep.simulate as sim
-from insarslide.contract.scene import write_scene
+from insarslide.contract.scene_writer import write_scene
 size, seed, work, run = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "run"
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = {"baseline_mb": before / 1024}

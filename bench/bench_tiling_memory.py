@@ -2,7 +2,7 @@
 
     python bench/bench_tiling_memory.py [--size 10000] [--keep DIR]
 
-Writes a synthetic scene strip by strip (insarslide.contract.scene.SceneWriter), then
+Writes a synthetic scene strip by strip (insarslide.contract.scene_writer.SceneWriter), then
 tiles it with data_prep.patches.tile_scene in a child process and compares
 that child's peak RSS with an idle child that imported the same modules.
 Target (issue 3): under 2 GB above the interpreter's baseline.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.contract.scene import SceneWriter
+from insarslide.contract.scene_writer import SceneWriter
 from insarslide.contract.spec import BANDS
 
 CHILD = r"""

@@ -32,9 +32,9 @@ from data_prep.events import fill_scene_attrs
 from data_prep.inventory import find_inventory, rasterize_inventory
 from insarslide.config import config_dir
 from insarslide.contract.scene import Scene, SceneError, open_scene
+from insarslide.data.patch_writer import ShardWriter, write_dataset_index
 from insarslide.data.patchstore import (
-    COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, ShardWriter,
-    shard_exists, write_dataset_index,
+    COMPRESSIONS, DATASET_FILE, FORMAT_NAME, FORMAT_VERSION, ZLIB_LEVEL, PatchFormatError, PatchStore, shard_exists,
 )
 from insarslide.contract.spec import BANDS
 

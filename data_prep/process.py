@@ -24,7 +24,7 @@ import numpy as np
 from data_prep import dinsar
 from data_prep.events import fill_scene_attrs
 from insarslide.config import config_dir
-from insarslide.contract.scene import write_scene
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import S1_WAVELENGTH_M
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ Each scene is made in four steps (details, measured difficulty and figures: ``do
    from a small SNAP-like window, Goldstein filter, SNAPHU, phase to
    displacement), so the bands carry the estimator bias and unwrapping errors
    of real products.
-4. *Writing* through :func:`insarslide.contract.scene.write_scene`; truth-only fields
+4. *Writing* through :func:`insarslide.contract.scene_writer.write_scene`; truth-only fields
    (landslide count, true coherence, true motion) go to an optional sidecar
    ``<event_id>.truth.npz`` (``write_truth=true``), never into the scene.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
@@ -41,8 +40,8 @@ from scipy import ndimage
 from data_prep import dinsar
 from data_prep.landslides import draw, place_landslides, shift_label
 from insarslide.config import config_dir
-from insarslide.atomic import temporary_sibling, write_json_atomic
-from insarslide.contract.scene import write_scene
+from insarslide.atomic import atomic_path, write_json_atomic
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import S1_WAVELENGTH_M
 
 HEADING_DEG = {"ASCENDING": -12.0, "DESCENDING": -165.0}
@@ -464,19 +463,14 @@ def _utm_wkt() -> str:
 def write_truth(path: str | Path, truth: Mapping[str, Any]) -> Path:
     """The sidecar truth file: landslide count and table, true coherence, true motion, footprint (atomic)."""
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle, n_landslides=np.int64(len(truth["landslides"])),
-                landslides=np.array(json.dumps([asdict(ls) for ls in truth["landslides"]])),
-                coherence_true=truth["gamma"].astype(np.float32),
-                los_landslide_m=truth["los_landslide_m"].astype(np.float32),
-                footprint=truth["footprint"], label_shift_px=np.array(truth["label_shift_px"]),
-                regime=np.array(truth.get("regime", "")), inventory_profile=np.array(truth.get("inventory_profile", "")))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle, n_landslides=np.int64(len(truth["landslides"])),
+            landslides=np.array(json.dumps([asdict(ls) for ls in truth["landslides"]])),
+            coherence_true=truth["gamma"].astype(np.float32),
+            los_landslide_m=truth["los_landslide_m"].astype(np.float32),
+            footprint=truth["footprint"], label_shift_px=np.array(truth["label_shift_px"]),
+            regime=np.array(truth.get("regime", "")), inventory_profile=np.array(truth.get("inventory_profile", "")))
     return path
 
 

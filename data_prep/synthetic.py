@@ -17,21 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from insarslide.data.patchstore import DATASET_FILE
+from insarslide.settings import differences
 
 log = logging.getLogger(__name__)
 SETTINGS_KEY = "synthetic"
 RUN_ONLY = ("n_jobs", "out_dir")  # how and where a data set was made, not what it holds
-
-
-def _fingerprint(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k not in RUN_ONLY}
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [d for k in keys for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
 
 
 def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], patch_size: int,
@@ -46,7 +36,7 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
 
     root = Path(root)
     plain = plain_settings(settings)
-    wanted = _fingerprint(plain)
+    wanted = {k: v for k, v in plain.items() if k not in RUN_ONLY}  # what the data set's index records
     scenes_dir = Path(plain["out_dir"])
     index = root / DATASET_FILE
     if index.is_file():
@@ -55,7 +45,7 @@ def build_synthetic_dataset(root: str | Path, *, settings: Mapping[str, Any], pa
         if stored is None:  # a data set of the user's own (built from real scenes): use it as it is
             log.warning("%s: data set not made by the simulator; the simulator settings are not used", root)
             return root
-        diffs = _differences(_fingerprint(stored), wanted)
+        diffs = differences(stored, plain, ignore=RUN_ONLY)
         if stored_patch != patch_size:
             diffs.append(f"patch_size: {stored_patch!r} -> {patch_size!r}")
         if not diffs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from insarslide.contract.scene import validate_scene
+from insarslide.contract.validation import validate_scene
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "insarslide"
-ROOT_MODULES = {"atomic", "config", "runfiles"}
+ROOT_MODULES = {"atomic", "config", "runfiles", "settings"}
 # subpackage -> the subpackages it may import (the package root's modules are open to all)
 ALLOWED = {
     "contract": set(),

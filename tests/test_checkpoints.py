@@ -109,7 +109,7 @@ def checkpoint_with_net(tmp_path: Path, net: dict, **hparams) -> Path:
 
 
 def test_a_target_outside_the_allowed_list_is_refused_before_it_runs(tmp_path):
-    from insarslide.inference.predict import load_checkpoint as load_for_prediction
+    from insarslide.inference.model import load_model as load_for_prediction
 
     trace = tmp_path / "trace.txt"
     path = checkpoint_with_net(tmp_path, {"_target_": "test_checkpoints.conv_leaving_a_trace", "trace": str(trace)})
@@ -169,7 +169,7 @@ def test_an_allowed_prefix_that_reaches_another_module_is_refused():
 
 
 def test_predict_refuses_junk_without_a_traceback(tmp_path):
-    from insarslide.inference.predict import load_checkpoint as load_for_prediction
+    from insarslide.inference.model import load_model as load_for_prediction
 
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00" * 100)
@@ -224,8 +224,8 @@ def test_resume_with_another_band_list_is_refused_before_training(tmp_path, patc
 
 def test_predict_takes_its_window_size_from_the_record_and_refuses_one_the_network_cannot_take(tmp_path):
     from insarslide.models.module import LandslideSegmenter
-    from insarslide.inference.predict import checkpoint_patch_size, window_for_checkpoint
-    from insarslide.inference.predict import load_checkpoint as load_for_prediction
+    from insarslide.inference.model import checkpoint_patch_size, window_for_checkpoint
+    from insarslide.inference.model import load_model as load_for_prediction
 
     conv = {"_target_": "torch.nn.Conv2d", "in_channels": 7, "out_channels": 1, "kernel_size": 3, "padding": 1}
     module = LandslideSegmenter(conv, BANDS)

@@ -7,7 +7,7 @@ import pytest
 
 from data_prep.difficulty import difficulty_report, format_report, label_statistics, local_median, main, SceneArrays
 from data_prep.simulate import _utm_wkt
-from insarslide.contract.scene import write_scene
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import BANDS
 
 SIZE = 64

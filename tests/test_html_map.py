@@ -12,7 +12,7 @@ from conftest import CONF
 from data.scenes import PIXEL_M
 from test_predict import FAST_MAPS, SMALL, labelled_scene, phase_copy_module, save_checkpoint
 
-from insarslide.inference import html_map
+from insarslide.inference import browser_check, html_map
 from insarslide.inference.predict import predict_scene, predict_scenes
 
 
@@ -106,10 +106,10 @@ def test_bad_options_are_named():
     assert (CONF / "predict.yaml").read_text().count("html:") == 1
 
 
-@pytest.mark.skipif(html_map.find_chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
+@pytest.mark.skipif(browser_check.find_chromium() is None, reason="no chromium on PATH (Debian: apt-get install chromium)")
 def test_page_in_headless_chromium_offline(predicted, tmp_path):
     shot = tmp_path / "shot.png"
-    report = html_map.check_in_browser(predicted / "utm_scene_map.html", screenshot=shot, hover_polygon=0)
+    report = browser_check.check_in_browser(predicted / "utm_scene_map.html", screenshot=shot, hover_polygon=0)
     assert report["errors"] == [] and report["requests"] == []
     assert report["counts"] == {"polygons": 2, "inventory": 2}
     hover = report["hover"]

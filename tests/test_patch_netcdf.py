@@ -174,9 +174,10 @@ def test_old_format_is_refused_with_the_convert_command_and_converts_exactly(tmp
     for i in range(len(source)):
         for x, y in zip(source.read(i), new.read(i), strict=True):
             np.testing.assert_array_equal(x, y)
-    info = new.shard_info("test_event")
+    (info,), (source_info,) = [s.info for s in new.shards], [s.info for s in source.shards]
+    assert info["event_id"] == source_info["event_id"] == "test_event"
     assert info["attrs"]["orbit_direction"] == "DESCENDING"
-    assert info["transform"] == source.shard_info("test_event")["transform"]
+    assert info["transform"] == source_info["transform"]
     assert convert_dataset(old, tmp_path / "new", progress=False) == []  # resumable: the shard is kept
 
 

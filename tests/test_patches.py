@@ -12,7 +12,8 @@ from data.scenes import ORIGIN, PIXEL_M, make_scene
 from data_prep.inventory import InventoryError, rasterize_inventory
 from data_prep.patches import build_patches, tile_origins, tile_scene
 from insarslide.contract.scene import open_scene
-from insarslide.data.patchstore import PatchStore, write_dataset_index
+from insarslide.data.patch_writer import write_dataset_index
+from insarslide.data.patchstore import PatchStore
 
 
 def pixel_box(r0, r1, c0, c1):
@@ -115,7 +116,7 @@ def test_round_trip_reproduces_the_scene(tmp_path):
     make_scene(tmp_path / "ev.nc", h, w, landslide=landslide, valid=valid)
     build_patches([tmp_path / "ev.nc"], tmp_path / "out", patch_size=p, progress=False)
     store = PatchStore(tmp_path / "out")
-    info = store.shard_info("test_event")
+    info = {s.info["event_id"]: s.info for s in store.shards}["test_event"]
     bands_back = np.full((7, h, w), np.nan, np.float32)
     labels_back = np.zeros((h, w), np.uint8)
     valid_back = np.zeros((h, w), np.uint8)
@@ -193,6 +194,6 @@ def test_catalogue_fills_snap_export_attributes(tmp_path):
     report = build_patches([scene], tmp_path / "out", patch_size=32, progress=False)
     assert not report.failures, report.failures
     store = PatchStore(tmp_path / "out")
-    info = store.shard_info("lombok_2018")
+    info = {s.info["event_id"]: s.info for s in store.shards}["lombok_2018"]
     assert info["region"] == "Lombok, Indonesia" and info["attrs"]["pre_date"] == "2018-08-11"
     assert store.table["landslide_pixels"].sum() > 0

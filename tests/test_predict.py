@@ -22,18 +22,9 @@ from test_scene_reader import snap_export
 
 from insarslide.inference.maps import QuickLook, RegionCollector
 from insarslide.models.module import LandslideSegmenter
-from insarslide.inference.predict import (
-    CheckpointError,
-    MapOptions,
-    OutputDirError,
-    WindowOptions,
-    blend_scene,
-    blend_weight,
-    predict_scene,
-    predict_scenes,
-    source_index,
-    window_origins,
-)
+from insarslide.inference.options import MapOptions, WindowOptions
+from insarslide.inference.predict import CheckpointError, OutputDirError, predict_scene, predict_scenes
+from insarslide.inference.windows import blend_scene, blend_weight, source_index, window_origins
 from insarslide.contract.scene import open_scene
 from insarslide.contract.spec import BANDS
 
@@ -625,10 +616,16 @@ def test_scene_object_metrics_join_pixels_by_the_configured_connectivity():
     predicted = landslide.astype(bool).copy()
     predicted[4, 4] = predicted[5, 5] = True
     valid = np.ones((6, 6), np.uint8)
-    eight = scene_object_metrics(landslide, predicted, valid, 30.0, MapOptions(connectivity=8))["objects"]
-    four = scene_object_metrics(landslide, predicted, valid, 30.0, MapOptions(connectivity=4))["objects"]
+    rows_m2 = np.full(6, 30.0**2)
+    eight = scene_object_metrics(landslide, predicted, valid, rows_m2, MapOptions(connectivity=8))["objects"]
+    four = scene_object_metrics(landslide, predicted, valid, rows_m2, MapOptions(connectivity=4))["objects"]
     # 8-connectivity: one landslide of 2 px, one false alarm; 4-connectivity: two of each
     assert (eight["objects"], eight["detected"], eight["false_alarms"]) == (1, 1, 1)
     assert (four["objects"], four["detected"], four["false_alarms"]) == (2, 2, 2)
     area_km2 = 36 * 30.0**2 / 1e6
     assert four["false_alarms_per_km2"] == pytest.approx(2 / area_km2)
+    # rows of different areas: the valid area is the sum over rows (3 rows of 100 m², 3 of 900 m²)
+    mixed = scene_object_metrics(landslide, predicted, valid, np.array([100.0] * 3 + [900.0] * 3), MapOptions())
+    assert mixed["objects"]["valid_area_km2"] == pytest.approx((18 * 100 + 18 * 900) / 1e6)
+    unknown = scene_object_metrics(landslide, predicted, valid, np.full(6, np.nan), MapOptions())
+    assert unknown["objects"]["false_alarms_per_km2"] is None

@@ -12,7 +12,8 @@ from pyproj import CRS
 
 from data_prep import dinsar
 from data_prep.process import PairError, find_pair, process_numpy_pair
-from insarslide.contract.scene import open_scene, validate_scene
+from insarslide.contract.scene import open_scene
+from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
 from test_snap_chain import process_config
 from conftest import worktree_env

@@ -8,7 +8,8 @@ import pytest
 import xarray as xr
 
 from data.scenes import make_scene, position_bands
-from insarslide.contract.scene import SceneError, open_scene, validate_scene
+from insarslide.contract.scene import SceneError, open_scene
+from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS
 
 

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from conftest import simulator_config
 from data_prep import dinsar
-from insarslide.contract.scene import validate_scene
+from insarslide.contract.validation import validate_scene
 from data_prep import simulate
 from data_prep.landslides import area_quantiles
 from data_prep.simulate import (TRUTH_SUFFIX, fractal_dem, layover_shadow, power_law_field,

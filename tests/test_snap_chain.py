@@ -14,7 +14,8 @@ from hydra import compose, initialize_config_dir
 from data.fake_gpt import true_unwrapped
 from data_prep.snap.chain import DiskSpaceError, run_event
 from data_prep.snap.runners import SnapError
-from insarslide.contract.scene import open_scene, validate_scene
+from insarslide.contract.scene import open_scene
+from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
 from conftest import worktree_env
 

@@ -310,7 +310,8 @@ def test_batch_holds_the_cropped_flipped_rotated_patch_for_every_draw(tmp_path):
     from insarslide.data.augment import D4
     from insarslide.data.datamodule import PatchDataset
     from insarslide.data.oversample import Sample
-    from insarslide.data.patchstore import PatchStore, ShardWriter, write_dataset_index
+    from insarslide.data.patch_writer import ShardWriter, write_dataset_index
+    from insarslide.data.patchstore import PatchStore
     from insarslide.contract.spec import BANDS
 
     p, crop = 64, 32

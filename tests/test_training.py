@@ -85,7 +85,7 @@ def test_normalisation_ignores_invalid_pixels(patch_root):
 
 
 def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
-    from insarslide.data.patchstore import ShardWriter, write_dataset_index
+    from insarslide.data.patch_writer import ShardWriter, write_dataset_index
 
     with ShardWriter(tmp_path, "ev", 32, {}) as w:
         bands = np.ones((7, 32, 32), np.float32)
@@ -104,7 +104,7 @@ def test_normalisation_excludes_pixels_marked_invalid(tmp_path):
 
 def write_constant_events(root, values: dict) -> None:
     """One 32 x 32 patch per (event, value): every band equals the value, all pixels valid, one landslide pixel."""
-    from insarslide.data.patchstore import ShardWriter, write_dataset_index
+    from insarslide.data.patch_writer import ShardWriter, write_dataset_index
 
     for event, patch_values in values.items():
         with ShardWriter(root, event, 32, {}) as w:

@@ -15,7 +15,8 @@ from typing import Mapping
 
 
 from data_prep.events import fill_scene_attrs
-from insarslide.contract.scene import STRIP_ROWS, SceneError, SceneWriter, open_scene
+from insarslide.contract.scene import STRIP_ROWS, SceneError, open_scene
+from insarslide.contract.scene_writer import SceneWriter
 from insarslide.contract.snap_export import snap_acquisition_dates
 from insarslide.contract.spec import BANDS
 

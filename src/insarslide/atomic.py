@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def _umask() -> int:
@@ -30,16 +32,27 @@ def temporary_sibling(final: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
-    path = Path(path)
-    tmp = temporary_sibling(path)
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on leaving the block without an error, rename it onto
+    ``path``; on an error, remove it and leave ``path`` as it was (absent, or the previous complete file).
+
+    ``with atomic_path(out) as tmp: fig.savefig(tmp)``
+    """
+    final = Path(path)
+    tmp = temporary_sibling(final)
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, payload: dict) -> Path:

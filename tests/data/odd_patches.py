@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from insarslide.data.patchstore import ShardWriter, write_dataset_index
+from insarslide.data.patch_writer import ShardWriter, write_dataset_index
 from insarslide.contract.spec import BANDS
 from data.scenes import UTM33
 

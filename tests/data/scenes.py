@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS
 
-from insarslide.contract.scene import write_scene
+from insarslide.contract.scene_writer import write_scene
 from insarslide.contract.spec import BANDS
 
 UTM33 = CRS.from_epsg(32633).to_wkt()

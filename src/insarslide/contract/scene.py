@@ -1,10 +1,11 @@
-"""The one reader, validator and writer of scene files (docs/data_format.md sections 1 and 2).
+"""The one reader of scene files (docs/data_format.md sections 1 and 2); the validator is
+:mod:`insarslide.contract.validation`, the writer :mod:`insarslide.contract.scene_writer`.
 
 A scene is opened lazily: :func:`open_scene` checks the file's structure
 (dimensions, coordinates, variables, dtypes, units, attributes) without
 reading the pixels, and :meth:`Scene.read_window` reads any window of rows and
 columns, so that a scene larger than memory can be tiled strip by strip.
-:func:`validate_scene` adds the pixel checks (ranges, labels, masks, bands that
+:func:`insarslide.contract.validation.validate_scene` adds the pixel checks (ranges, labels, masks, bands that
 are NaN everywhere) in one strip-wise pass.
 
 SNAP's own NetCDF4-CF export is read through
@@ -17,6 +18,7 @@ as NaN (:mod:`insarslide.contract.cf_decoding`), and ``landslide``/``valid`` val
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -27,7 +29,7 @@ from typing import Iterator, Mapping
 import numpy as np
 import xarray as xr
 
-from insarslide.atomic import temporary_sibling
+from insarslide.contract.geometry import pixel_area_m2, row_pixel_areas_m2
 from insarslide.contract.cf_decoding import BandDecoder, decoder_from_attrs
 from insarslide.contract.snap_export import (
     SnapBandRule,
@@ -112,17 +114,15 @@ class Scene:
 
     @property
     def pixel_size_m(self) -> float:
-        """Mean pixel side in metres (geographic grids are converted at the scene centre)."""
-        dx, dy = abs(self.transform[1]), abs(self.transform[5])
-        if self.crs_wkt is not None:
-            from pyproj import CRS
+        """Side (m) of a square with the grid's mean pixel area (:mod:`insarslide.contract.geometry`: geodesic on
+        geographic grids); the geotransform's own units when the area is unknown (no CRS, no length unit)."""
+        t = self.transform
+        area = float(pixel_area_m2(self.crs_wkt, t[1], t[5], t[3], self.shape[0]))
+        return math.sqrt(area) if math.isfinite(area) else math.sqrt(abs(t[1] * t[5]))
 
-            crs = CRS.from_wkt(self.crs_wkt)
-            if crs.is_geographic:
-                lat = float(self.dataset["y"].values.mean())
-                metres_per_deg = 111_320.0
-                return float(np.sqrt(dx * np.cos(np.radians(lat)) * dy) * metres_per_deg)
-        return float(np.sqrt(dx * dy))
+    def row_pixel_areas_m2(self) -> np.ndarray:
+        """Area (m²) of one pixel in each row; NaN where unknown (:func:`insarslide.contract.geometry.pixel_area_m2`)."""
+        return row_pixel_areas_m2(self.crs_wkt, self.transform, self.shape[0])
 
     def read_band(self, name: str, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
         """One canonical band, float32, NaN where the file says no-data."""
@@ -141,14 +141,15 @@ class Scene:
         as the contract requires. Raises :class:`SceneError` if ``landslide``
         or ``valid`` holds a value outside ``[0, 1]`` (:func:`flag_problem`).
         """
-        stack, landslide, valid, problems = self._read(row0, row1, col0, col1, bands)
+        stack, landslide, valid, problems = self.read_window_with_problems(row0, row1, col0, col1, bands)
         if problems:
             raise SceneError(self.path, [f"{p} in rows {row0}..{row1 - 1}, columns {col0}..{col1 - 1}"
                                          for p in problems])
         return stack, landslide, valid
 
-    def _read(self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
-              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
+    def read_window_with_problems(self, row0: int, row1: int, col0: int, col1: int, bands: tuple[str, ...] = BANDS
+                                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[str]]:
+        """:meth:`read_window` that returns the flag problems (a list of messages) instead of raising them."""
         window = dict(y=slice(row0, row1), x=slice(col0, col1))
         stack = np.empty((len(BANDS), row1 - row0, col1 - col0), dtype=np.float32)
         for i, name in enumerate(BANDS):
@@ -425,190 +426,3 @@ def displacement_convention(scene: Scene) -> tuple[str, float]:
         displacement.append(d[keep].astype(np.float64))
         unwrapped.append(u[keep].astype(np.float64))
     return sign_convention(np.concatenate(displacement), np.concatenate(unwrapped), wavelength_m(scene))
-
-
-@dataclass
-class ValidationReport:
-    path: Path
-    problems: list[str]
-    warnings: list[str]
-    out_of_range: dict[str, int]
-    valid_pixels: int = 0
-    landslide_pixels: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def validate_scene(path: str | os.PathLike, *, require_labels: bool = False) -> ValidationReport:
-    """Check structure and pixels of a scene; never raises for a bad file, reports instead."""
-    path = Path(path)
-    try:
-        scene = open_scene(path, require_labels=require_labels)
-    except SceneError as exc:
-        return ValidationReport(path, exc.problems, [], {})
-    problems: list[str] = []
-    out_of_range = {b: 0 for b in BANDS}
-    finite = {b: 0 for b in BANDS}
-    valid_pixels = landslide_pixels = 0
-    flags: dict[str, list[np.ndarray]] = {LANDSLIDE_VAR: [], VALID_VAR: []}
-    with scene:
-        warnings = list(scene.warnings)
-        for row0, row1 in scene.strips():
-            stack, landslide, valid, strip_problems = scene._read(row0, row1, 0, scene.shape[1])
-            for i, name in enumerate(BANDS):
-                band = stack[i]
-                ok = np.isfinite(band)
-                finite[name] += int(ok.sum())
-                spec = BAND_BY_NAME[name]
-                out_of_range[name] += int(((band[ok] < spec.low) | (band[ok] > spec.high)).sum())
-            if strip_problems:  # collect the offending values so the one message covers the whole file
-                for var in flags:
-                    if var in scene.dataset.variables:
-                        raw = scene.dataset[var][dict(y=slice(row0, row1))].values
-                        fill = scene.decoders.get(var, BandDecoder()).no_data(raw)
-                        flags[var].append(raw[~fill & ~np.isin(raw, LABEL_FLAG_VALUES)])
-            if landslide is not None:
-                landslide_pixels += int((landslide == 1).sum())
-            valid_pixels += int(valid.sum())
-        if scene.source_format == "canonical" and finite["displacement"] and finite["unwrapped_phase"]:
-            convention, share = displacement_convention(scene)
-            if convention in ("pre-2016", "disagree"):
-                warnings.append(f"'displacement' is not -wavelength/(4 pi) * 'unwrapped_phase' "
-                                f"({convention}, {share:.0%} of sampled pixels)")
-        elif scene.displacement_convention == "disagree":
-            problems.append(next(w for w in warnings if "disagrees" in w))
-    for name in BANDS:
-        if finite[name] == 0:
-            problems.append(f"variable '{scene.band_vars[name]}': NaN everywhere (no finite pixel)")
-    for var, bad in flags.items():
-        problem = flag_problem(var, np.concatenate(bad)) if bad else None
-        if problem:
-            problems.append(problem)
-    if valid_pixels == 0 and not problems:
-        problems.append("no valid pixel: every pixel has a NaN band or valid == 0")
-    return ValidationReport(path, problems, warnings, out_of_range, valid_pixels, landslide_pixels)
-
-
-class SceneWriter:
-    """Write a canonical scene file strip by strip, atomically (temporary name, then rename).
-
-    ``write_rows`` takes any band rows in any order, so a producer never needs
-    the whole scene in memory; :func:`write_scene` is the one-call form.
-    ``spacing`` = (dx, dy) is needed only when a dimension has a single pixel
-    (it cannot be read off the coordinates then); it is stored in the grid
-    mapping's ``GeoTransform``.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, x: np.ndarray, y: np.ndarray, crs_wkt: str | None,
-                 attrs: Mapping[str, object], labelled: bool = True, with_valid: bool = True,
-                 spacing: tuple[float, float] | None = None, compression_level: int = 1):
-        import h5netcdf
-
-        self.path = Path(path)
-        self.shape = (len(y), len(x))
-        self.labelled, self.with_valid = labelled, with_valid
-        self.tmp = temporary_sibling(self.path)
-        self.file = h5netcdf.File(self.tmp, "w")
-        try:
-            self._define(np.asarray(x, np.float64), np.asarray(y, np.float64), crs_wkt, attrs, spacing, compression_level)
-        except BaseException:
-            self.abort()
-            raise
-
-    def _define(self, x, y, crs_wkt, attrs, spacing, level) -> None:
-        f = self.file
-        height, width = self.shape
-        f.dimensions = {"y": height, "x": width}
-        grid = {"grid_mapping": GRID_MAPPING_VAR} if crs_wkt else {}
-        units = {}
-        if crs_wkt:
-            from pyproj import CRS
-
-            geographic = CRS.from_wkt(crs_wkt).is_geographic
-            units = {"x": "degrees_east" if geographic else "m", "y": "degrees_north" if geographic else "m"}
-        for name, values in (("y", y), ("x", x)):
-            var = f.create_variable(name, (name,), "f8")
-            var[:] = values
-            var.attrs.update({"axis": name.upper(), "long_name": f"{name} coordinate of pixel centre"})
-            if name in units:
-                var.attrs["units"] = units[name]
-        options = {"chunks": (min(256, height), min(256, width))}
-        if level:
-            options.update(compression="gzip", compression_opts=level, shuffle=True)
-        for spec in BAND_BY_NAME.values():
-            var = f.create_variable(spec.name, ("y", "x"), "f4", fillvalue=np.float32(np.nan), **options)
-            var.attrs.update({"units": spec.units, "long_name": spec.long_name, **grid})
-        flags = np.array([0, 1], dtype=np.uint8)
-        if self.labelled:
-            var = f.create_variable(LANDSLIDE_VAR, ("y", "x"), "u1", **options)
-            var.attrs.update({"long_name": "landslide label", "flag_values": flags,
-                              "flag_meanings": "background landslide", **grid})
-        if self.with_valid:
-            var = f.create_variable(VALID_VAR, ("y", "x"), "u1", **options)
-            var.attrs.update({"long_name": "valid pixel mask", "flag_values": flags, **grid})
-        if crs_wkt:
-            dx = float(x[1] - x[0]) if width > 1 else (spacing[0] if spacing else None)
-            dy = float(y[1] - y[0]) if height > 1 else (spacing[1] if spacing else None)
-            dx = dx if dx is not None else (abs(dy) if dy else 1.0)
-            dy = dy if dy is not None else -abs(dx)
-            gt = " ".join(repr(float(v)) for v in (x[0] - dx / 2, dx, 0.0, y[0] - dy / 2, 0.0, dy))
-            var = f.create_variable(GRID_MAPPING_VAR, (), "i4")
-            var.attrs.update({"crs_wkt": crs_wkt, "spatial_ref": crs_wkt, "GeoTransform": gt})
-        f.attrs.update({"Conventions": "CF-1.8", **{k: v for k, v in attrs.items() if v is not None}})
-
-    def write_rows(self, row0: int, bands: Mapping[str, np.ndarray], landslide: np.ndarray | None = None,
-                   valid: np.ndarray | None = None) -> None:
-        """Write rows starting at ``row0`` (every array holds the same rows, full width)."""
-        for spec in BAND_BY_NAME.values():
-            values = np.asarray(bands[spec.name], dtype=np.float32)
-            if values.ndim != 2 or values.shape[1] != self.shape[1] or row0 + values.shape[0] > self.shape[0]:
-                raise ValueError(f"{self.path}: band '{spec.name}' rows of shape {values.shape} at row {row0} "
-                                 f"do not fit the grid {self.shape}")
-            self.file[spec.name][row0:row0 + values.shape[0], :] = values
-        for name, values, wanted in ((LANDSLIDE_VAR, landslide, self.labelled), (VALID_VAR, valid, self.with_valid)):
-            if wanted and values is not None:
-                values = np.asarray(values, dtype=np.uint8)
-                self.file[name][row0:row0 + values.shape[0], :] = values
-
-    def close(self) -> Path:
-        self.file.close()
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        try:
-            self.file.close()
-        finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
-
-    def __enter__(self) -> "SceneWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def write_scene(
-    path: str | os.PathLike,
-    bands: Mapping[str, np.ndarray],
-    *,
-    x: np.ndarray,
-    y: np.ndarray,
-    crs_wkt: str | None,
-    attrs: Mapping[str, object],
-    landslide: np.ndarray | None = None,
-    valid: np.ndarray | None = None,
-    spacing: tuple[float, float] | None = None,
-    compression_level: int = 1,
-) -> Path:
-    """Write a whole canonical scene at once (see :class:`SceneWriter`)."""
-    with SceneWriter(path, x=x, y=y, crs_wkt=crs_wkt, attrs=attrs, labelled=landslide is not None,
-                     with_valid=valid is not None, spacing=spacing, compression_level=compression_level) as writer:
-        writer.write_rows(0, bands, landslide, valid)
-    return Path(path)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path
 from insarslide.data.patchstore import PatchStore
 
 CACHE_DTYPE = np.float16
@@ -55,20 +55,16 @@ class SoftLabelCache:
         if path.is_file():
             return path
         p = self.store.patch_size
-        tmp = temporary_sibling(path)
-        try:
+        with atomic_path(path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=(len(self.store), p, p))
             for i in range(len(self.store)):
                 landslide, _ = self.store.read_labels(i)
                 out[i] = smooth_labels(landslide, self.sigma)  # zeros for a patch without landslides
             out.flush()
             del out
-            os.replace(tmp, path)
-            for stale in self.cache_dir.glob(f"soft_labels_sigma{self.sigma:g}_*.npy"):
-                if stale != path:  # labels changed since: never read again
-                    stale.unlink(missing_ok=True)
-        finally:
-            tmp.unlink(missing_ok=True)
+        for stale in self.cache_dir.glob(f"soft_labels_sigma{self.sigma:g}_*.npy"):
+            if stale != path:  # labels changed since: never read again
+                stale.unlink(missing_ok=True)
         return path
 
     def __getstate__(self) -> dict:

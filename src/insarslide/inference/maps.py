@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from rasterio.transform import Affine
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path, temporary_sibling
+from insarslide.contract.geometry import row_pixel_areas_m2
 
 PROBABILITY_NODATA = float("nan")
 LANDSLIDE_NODATA = 255
@@ -54,24 +55,12 @@ class MapGrid:
         return self.crs_wkt is not None
 
     def row_cell_areas_m2(self) -> np.ndarray | None:
-        """Area of one pixel in each row (m^2; geodesic on the CRS's ellipsoid when geographic); None without CRS."""
+        """Area of one pixel in each row (m²; :mod:`insarslide.contract.geometry`); None when unknown (no CRS,
+        or a CRS without a length unit)."""
         if self.crs_wkt is None:
             return None
-        from pyproj import CRS
-
-        crs = CRS.from_wkt(self.crs_wkt)
-        t = self.transform
-        if not crs.is_geographic:
-            metres_per_unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-            return np.full(self.height, abs(t.a * t.e - t.b * t.d) * metres_per_unit**2)
-        geod = crs.get_geod()
-        lon0, lon1 = t.c, t.c + t.a
-        areas = np.empty(self.height)
-        for row in range(self.height):
-            lat0, lat1 = t.f + row * t.e, t.f + (row + 1) * t.e
-            area, _ = geod.polygon_area_perimeter([lon0, lon1, lon1, lon0], [lat0, lat0, lat1, lat1])
-            areas[row] = abs(area)
-        return areas
+        areas = row_pixel_areas_m2(self.crs_wkt, self.transform.to_gdal(), self.height)
+        return areas if np.isfinite(areas).all() else None
 
 
 class CogWriter:
@@ -322,12 +311,8 @@ def write_geojson(path: str | os.PathLike, features: list[dict[str, Any]], *, pi
         collection["coordinates"] = "pixel (column, row) of an ungeoreferenced scene, not longitude/latitude"
     collection["features"] = features
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(collection, allow_nan=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -423,13 +408,11 @@ class QuickLook:
         if handles:
             ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.7)
         path = Path(path)
-        tmp = temporary_sibling(path)
         try:
-            fig.savefig(tmp, format="png", bbox_inches="tight")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png", bbox_inches="tight")
         finally:
             plt.close(fig)
-            tmp.unlink(missing_ok=True)
         return path
 
 

@@ -325,36 +325,6 @@ def object_sections(tally: ObjectTally, edges: Sequence[float] | None = None, ov
     }
 
 
-# ------------------------------------------------------------------ pixel area
-def pixel_area_km2(table, shard_crs: dict[str, str]) -> np.ndarray:
-    """Area of one pixel of each patch (km2) from its geotransform; NaN when the units are unknown.
-
-    What :class:`SceneMosaic` takes (``pixel_km2``) for the minimum mapping unit in m2 and the false
-    alarms per km2. ``table``: the patch table (columns ``event_id``, ``x_step``, ``y_step``,
-    ``y_origin``); ``shard_crs``: each event's CRS as WKT ("" when it has none).
-
-    Projected CRS in metres: |x_step * y_step|. Geographic CRS (degrees): the
-    spherical approximation at the patch's latitude.
-    """
-    from pyproj import CRS
-
-    out = np.full(len(table), np.nan)
-    steps = np.abs(table["x_step"].to_numpy(np.float64) * table["y_step"].to_numpy(np.float64))
-    events = table["event_id"].to_numpy()
-    for event, wkt in shard_crs.items():
-        rows = events == event
-        if not wkt:
-            continue
-        crs = CRS.from_wkt(wkt)
-        if crs.is_geographic:
-            lat = np.radians(table["y_origin"].to_numpy(np.float64)[rows])
-            metres_per_degree = 2 * math.pi * 6_371_008.8 / 360
-            out[rows] = steps[rows] * metres_per_degree**2 * np.cos(lat) / 1e6
-        elif crs.axis_info and crs.axis_info[0].unit_name in ("metre", "meter"):
-            out[rows] = steps[rows] / 1e6
-    return out
-
-
 # ------------------------------------------------------------------ where the object statistics run
 def object_pool(workers: int, kind: str = "thread") -> Executor | None:
     """Where the object statistics run while the accelerator infers the next batches.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +21,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path
 from insarslide.runfiles import CURVES_FILE, FIGURES_DIR, MAPS_FILE, METRICS_FILE
 
 COLOURS = {"tn": (1.0, 1.0, 1.0), "tp": (0.10, 0.62, 0.10), "fp": (0.86, 0.10, 0.10),
@@ -148,12 +147,8 @@ def runs_figure(summary: pd.DataFrame, label_columns: Sequence[str], title: str 
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write a PNG atomically and close the figure."""
-    tmp = temporary_sibling(path)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

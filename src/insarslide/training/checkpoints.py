@@ -36,15 +36,16 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import hydra
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
-from insarslide.atomic import temporary_sibling
+from insarslide.atomic import atomic_path
 from insarslide.runfiles import CHECKPOINT_DIR, RESUME_CHECKPOINT
+from insarslide.settings import differences
 
 if TYPE_CHECKING:
     from insarslide.models.module import LandslideSegmenter
@@ -117,30 +118,32 @@ def _target_allowed(name: str, allowed: tuple[str, ...]) -> bool:
     return any(name.startswith(entry) if entry.endswith(".") else name == entry for entry in allowed)
 
 
+def _nodes(value: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """Every node of nested dicts and lists with where it sits (``where.key[0]``), each before its children."""
+    yield where, value
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _nodes(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _nodes(item, f"{where}[{i}]")
+
+
 def _find_targets(value: Any, where: str) -> list[tuple[str, Any]]:
     """Every ``_target_`` in nested dicts and lists, as (where it sits, its value)."""
-    if isinstance(value, Mapping):
-        found = [(where, value["_target_"])] if "_target_" in value else []
-        for key, item in value.items():
-            found += _find_targets(item, f"{where}.{key}")
-        return found
-    if isinstance(value, (list, tuple)):
-        return [hit for i, item in enumerate(value) for hit in _find_targets(item, f"{where}[{i}]")]
-    return []
+    return [(at, node["_target_"]) for at, node in _nodes(value, where)
+            if isinstance(node, Mapping) and "_target_" in node]
 
 
 def _find_interpolations(value: Any, where: str) -> list[str]:
     """Where a string (key or value) holds an OmegaConf interpolation ``${...}``, in nested dicts and lists."""
-    if isinstance(value, str):
-        return [where] if "${" in value else []
-    if isinstance(value, Mapping):
-        found = [f"{where} (key {key!r})" for key in value if isinstance(key, str) and "${" in key]
-        for key, item in value.items():
-            found += _find_interpolations(item, f"{where}.{key}")
-        return found
-    if isinstance(value, (list, tuple)):
-        return [hit for i, item in enumerate(value) for hit in _find_interpolations(item, f"{where}[{i}]")]
-    return []
+    found: list[str] = []
+    for at, node in _nodes(value, where):
+        if isinstance(node, str) and "${" in node:
+            found.append(at)
+        elif isinstance(node, Mapping):
+            found += [f"{at} (key {key!r})" for key in node if isinstance(key, str) and "${" in key]
+    return found
 
 
 def check_targets(path: str | os.PathLike, hparams: Mapping[str, Any], extra_allowed: Sequence[str] = ()) -> None:
@@ -221,16 +224,11 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint_atomic(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a temporary sibling, flushed and fsynced, then renamed."""
     path = Path(path)
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(checkpoint), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(dict(checkpoint), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
     return path
 
 
@@ -251,26 +249,13 @@ def checkpoint_record(state: Mapping[str, Any]) -> dict[str, Any]:
     return {key: hparams[key] for key in ("bands", "model_name", "net") if key in hparams}
 
 
-def _differences(found: Any, expected: Any, name: str) -> list[str]:
-    if isinstance(found, Mapping) and isinstance(expected, Mapping):
-        out = []
-        for key in sorted(set(found) | set(expected), key=str):
-            out += _differences(found.get(key, "<absent>"), expected.get(key, "<absent>"), f"{name}.{key}")
-        return out
-    if isinstance(found, (list, tuple)) and isinstance(expected, (list, tuple)):
-        found, expected = list(found), list(expected)
-    return [] if found == expected else [f"{name}: checkpoint {found!r}, this run {expected!r}"]
-
-
 def check_compatible(path: str | os.PathLike, state: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Refuse ``state`` (loaded from ``path``) when its record differs from ``expected`` in any key both know."""
     record = checkpoint_record(state)
-    differences = []
-    for key in expected:
-        if key in record:
-            differences += _differences(record[key], expected[key], key)
-    if differences:
-        raise CheckpointError(f"checkpoint {path} was trained with other settings: " + "; ".join(differences))
+    found = differences(record, dict(expected), ignore=set(record) ^ set(expected),  # keys only one side knows
+                        line="{name}: checkpoint {found!r}, this run {expected!r}")
+    if found:
+        raise CheckpointError(f"checkpoint {path} was trained with other settings: " + "; ".join(found))
 
 
 # ------------------------------------------------------------- run folders

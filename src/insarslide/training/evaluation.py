@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from insarslide.metrics.calibration import CalibrationTally
+from insarslide.contract.geometry import patch_pixel_area_km2
 from insarslide.metrics.objects import (THESIS_PERCENTILES, ObjectTally, SceneMosaic, object_pool, object_sections,
-                                        pixel_area_km2, size_edges)
+                                        size_edges)
 from insarslide.metrics.pixel import ThresholdSweep, average_precision, scores_from_counts
 from insarslide.metrics.uncertainty import BootstrapSettings, SceneTally, model_uncertainty
 from insarslide.training.baselines import TestBaselines
@@ -118,7 +119,7 @@ class TestEvaluation(L.Callback):
             log.warning("eval.patches: patch row(s) %s are not in the test split; no map for them", outside)
         self.map_rows = [int(i) for i in top] + [i for i in named if i not in outside and i not in set(top.tolist())]
         crs = {s.info["event_id"]: s.info.get("crs_wkt", "") for s in store.shards}
-        self.pixel_km2 = pixel_area_km2(store.table, crs)
+        self.pixel_km2 = patch_pixel_area_km2(store.table, crs, store.patch_size)
         self.mosaic = SceneMosaic(store.table, store.patch_size, test_rows, self.pixel_km2)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from insarslide.atomic import temporary_sibling, write_text_atomic
+from insarslide.atomic import atomic_path, write_text_atomic
 from insarslide.runfiles import WANDB_ID_FILE
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,10 @@ def continue_csv_log(logger: Any, before_step: int) -> None:
     writer = logger.experiment
     if not header:
         return
-    tmp = temporary_sibling(path)
-    try:
-        with open(tmp, "w", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=header)
-            out.writeheader()
-            out.writerows(kept)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        out = csv.DictWriter(handle, fieldnames=header)
+        out.writeheader()
+        out.writerows(kept)
     writer.metrics_keys = header  # Lightning's writer appends under this header (and rewrites it for new keys)
 
 

@@ -34,7 +34,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 import insarslide.config  # noqa: F401  (registers resolvers)
-from insarslide.atomic import temporary_sibling, write_json_atomic, write_text_atomic
+from insarslide.atomic import atomic_path, write_json_atomic, write_text_atomic
 from insarslide.training.callbacks import ThresholdChoice
 from insarslide.training.checkpoints import RunCheckpointIO, check_compatible, load_checkpoint, newest_checkpoint, run_record
 from insarslide.data.datamodule import PatchDataModule
@@ -264,13 +264,8 @@ def write_run_files(output_dir: Path, evaluation: TestEvaluation | None, thresho
         n = len(meta) - 1
         arrays.update({f"probability_{n}": entry["probability"], f"landslide_{n}": entry["landslide"],
                        f"valid_{n}": entry["valid"]})
-    tmp = temporary_sibling(output_dir / MAPS_FILE)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, meta=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(output_dir / MAPS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(output_dir / MAPS_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, meta=np.array(json.dumps(meta)), **arrays)
 
 
 def run_relative(path: str, output_dir: Path) -> str | None:
