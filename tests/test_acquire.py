@@ -615,13 +615,13 @@ def test_cli_no_pair_cases(cdse, tmp_path):
 def _compose(cdse: FakeCdse, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from data_prep.acquire.cli import CONF_DIR
+    from insarslide.config import config_dir
 
     urls = cdse.overrides()
     base = [f"catalogue.odata_url={urls['odata_url']}", f"catalogue.token_url={urls['token_url']}",
             f"catalogue.download_url={urls['download_url']}", "progress=false", "transfer.backoff_s=0",
             "transfer.free_space_margin_gb=0", "credentials.netrc=null"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="acquire", overrides=base + list(overrides))
 
 

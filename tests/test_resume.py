@@ -59,7 +59,9 @@ class Run:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self._handle = open(log, "w")
-        self.process = subprocess.Popen(command, cwd=log.parent, env=worktree_env(OMP_NUM_THREADS="1"), stdout=self._handle,
+        env = worktree_env(OMP_NUM_THREADS="1")
+        env["PYTHONPATH"] += os.pathsep + str(REPO / "tests")  # signal_gate.WaitForSignal (tests/signal_gate.py)
+        self.process = subprocess.Popen(command, cwd=log.parent, env=env, stdout=self._handle,
                                         stderr=subprocess.STDOUT)
 
     def wait(self, expected: int = 0) -> str:

@@ -98,6 +98,12 @@ def test_simulate_and_patches_configs_compose():
         sim = compose(config_name="simulate", overrides=["n_scenes=2", "size=[300,257]"])
         patches = compose(config_name="patches", overrides=["scenes_dir=a", "out_dir=b"])
     assert sim.size == [300, 257] and patches.patch_size == 256
+    # The patch size the data set is cut at is the one training reads (thesis 256 px), and the networks take it:
+    # SMP encoders downsample 5 times, so a side must be a multiple of 2**5 = 32 (256 = 8 * 32).
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        train = compose(config_name="train")
+    assert train.data.patch_size == patches.patch_size and patches.patch_size % 32 == 0
+    assert patches.stride is None  # null: stride = patch size, the thesis's non-overlapping tiles
 
 
 @pytest.mark.parametrize("split", ["random", "stratified", "region"])
