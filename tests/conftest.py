@@ -12,6 +12,8 @@ import insarslide.config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+# Parameters of the thesis models in millions, to one decimal (thesis table 5.2; 7 input bands, 1 class).
+THESIS_MILLIONS = {"unet_r34": 24.4, "upernet_convnext": 37.1, "segformer_b2": 24.7, "segformer_b3": 44.6}
 TEST_PATCH = 64  # SMP needs multiples of 32; small patches keep CPU tests fast
 
 
@@ -47,7 +49,10 @@ def patch_root(scenes_dir, tmp_path_factory) -> Path:
 
 
 def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None = None):
-    """The real training config, shrunk for the CPU: small patches and batches, no remote logger."""
+    """The real training config, shrunk for the CPU: small patches and batches, no remote logger, and
+    ``model=tiny`` (29k parameters) unless the overrides name a model or an experiment (which picks its own):
+    most tests are not about the architecture, and the thesis models (24M parameters) take most of a CPU
+    test's time."""
     from hydra import compose, initialize_config_dir
 
     base = [f"paths.output_dir={output_dir}", "data.num_workers=0", f"data.patch_size={TEST_PATCH}",
@@ -55,6 +60,8 @@ def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None
             "trainer.enable_model_summary=false"]
     if "oversample=none" not in overrides:  # oversample=none is null: nothing to shrink
         base.append("oversample.crop_size=32")
+    if not any(o.lstrip("+~").startswith(("model=", "experiment=")) for o in overrides):  # an experiment names its own
+        base.append("model=tiny")
     if data_root is not None:
         base.append(f"data.root={data_root}")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -552,6 +552,7 @@ def _cli(cdse: FakeCdse, tmp_path: Path, *args: str, password: bool = True) -> s
 AOI_OVERRIDE = "aoi='POLYGON((142.0 42.7, 142.1 42.7, 142.1 42.8, 142.0 42.8, 142.0 42.7))'"
 
 
+@pytest.mark.e2e
 def test_cli_searches_chooses_downloads_and_keeps_the_password_out(cdse, tmp_path):
     out = tmp_path / "out"
     pre, post = by_date(cdse, "2018-09-05"), by_date(cdse, "2018-09-17")
@@ -586,6 +587,7 @@ def test_cli_searches_chooses_downloads_and_keeps_the_password_out(cdse, tmp_pat
     assert PASSWORD not in done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_cli_without_credentials_stops_after_pair_json(cdse, tmp_path):
     out = tmp_path / "out"
     done = _cli(cdse, tmp_path, "event=iburi_2018", AOI_OVERRIDE, f"out_dir={out}", password=False)
@@ -599,6 +601,7 @@ def test_cli_without_credentials_stops_after_pair_json(cdse, tmp_path):
     assert (out / ".logs").is_dir()  # out_dir defaults to the folder above the pair's
 
 
+@pytest.mark.e2e
 def test_cli_no_pair_cases(cdse, tmp_path):
     late = _cli(cdse, tmp_path, "event_date=2018-09-30", AOI_OVERRIDE, f"out_dir={tmp_path / 'a'}")
     assert late.returncode == 1
@@ -612,13 +615,13 @@ def test_cli_no_pair_cases(cdse, tmp_path):
 def _compose(cdse: FakeCdse, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from data_prep.acquire.cli import CONF_DIR
+    from insarslide.config import config_dir
 
     urls = cdse.overrides()
     base = [f"catalogue.odata_url={urls['odata_url']}", f"catalogue.token_url={urls['token_url']}",
             f"catalogue.download_url={urls['download_url']}", "progress=false", "transfer.backoff_s=0",
             "transfer.free_space_margin_gb=0", "credentials.netrc=null"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="acquire", overrides=base + list(overrides))
 
 

@@ -165,7 +165,7 @@ def test_training_with_temperature_calibrates_the_best_checkpoint_and_reports_ec
 
     from insarslide.training.run import train
 
-    cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+    cfg = compose_train(["trainer.max_epochs=1", "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=2", "calibration=temperature", "eval.baselines=false"],
                         tmp_path, patch_root)
     metrics = train(cfg)

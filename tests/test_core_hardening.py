@@ -11,7 +11,8 @@ import hydra
 import numpy as np
 import pytest
 
-from conftest import REPO, TEST_PATCH, compose_train, simulator_config, worktree_env
+from conftest import REPO, TEST_PATCH, compose_train, simulator_config
+from insarslide.runfiles import read_failures
 
 
 def _first_batch(cfg):
@@ -140,9 +141,12 @@ def test_missing_data_set_says_what_to_do(tmp_path):
         dm.prepare_data()
 
 
-def test_the_designs_sweep_on_a_fresh_machine_says_what_to_do(tmp_path):
+@pytest.mark.e2e
+def test_the_designs_sweep_on_a_fresh_machine_expands_its_grid_and_says_what_to_do(tmp_path):
     # In a sweep a missing data set is a job failure like any other (issue 15: the other jobs run on, e.g.
     # when only one value of a swept data.root is wrong); every job lands in failures.csv with the message.
+    # The design's 2 x 3 grid is one job per (model, sigma) pair (this test once had a twin that trained all six;
+    # a swept job that trains and writes metrics.json: tests/test_sweeps.py).
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5",
            f"hydra.sweep.dir={tmp_path / 'multirun'}"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -151,6 +155,10 @@ def test_the_designs_sweep_on_a_fresh_machine_says_what_to_do(tmp_path):
     assert "experiment=quickstart" in done.stderr and "data_prep.patches" in done.stderr
     failures = (tmp_path / "multirun" / "failures.csv").read_text()
     assert failures.count("MissingDataSet") == 6 and "experiment=quickstart" in failures
+    rows = read_failures(tmp_path / "multirun")
+    assert sorted(r["job"] for r in rows) == [0, 1, 2, 3, 4, 5]
+    assert sorted(r["overrides"] for r in rows) == sorted(f"model={m} smoothing.sigma={s}"
+                                                          for m in ("segformer_b2", "segformer_b3") for s in (0, 3, 5))
     # A single run still stops with the one message and status 2, without a traceback.
     done = subprocess.run([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600,
@@ -158,19 +166,18 @@ def test_the_designs_sweep_on_a_fresh_machine_says_what_to_do(tmp_path):
     assert done.returncode == 2 and "data_prep.patches" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path):
+def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path, monkeypatch):
+    from data_prep.cli import main as prep_main
+
     work = tmp_path / "cwd"
     work.mkdir()
+    monkeypatch.chdir(work)  # the user's working directory (in-process: the Hydra mains, as the CLI runs them)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # prep_main sets sys.argv for the step: restore it after
     out = tmp_path / "scenes"
-    done = subprocess.run([sys.executable, "-m", "data_prep.simulate", f"out_dir={out}", "n_scenes=1", "size=[32,32]"],
-                          cwd=work, capture_output=True, text=True, timeout=300,
-                          env=worktree_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert prep_main(["simulate", f"out_dir={out}", "n_scenes=1", "size=[32,32]"]) == 0
     patches = tmp_path / "patches"
-    done = subprocess.run([sys.executable, "-m", "data_prep.patches", f"scenes_dir={out}", f"out_dir={patches}",
-                           "patch_size=32", "progress=false", "n_jobs=1"], cwd=work, capture_output=True, text=True,
-                          timeout=300, env=worktree_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert prep_main(["patches", f"scenes_dir={out}", f"out_dir={patches}", "patch_size=32", "progress=false",
+                      "n_jobs=1"]) == 0
     assert list(work.iterdir()) == []  # no outputs/DATE/TIME in the user's working directory
     assert list((out / ".logs").glob("*/.hydra/config.yaml"))
     assert list((patches / ".logs").glob("*/.hydra/config.yaml"))

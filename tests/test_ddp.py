@@ -61,6 +61,7 @@ def split_totals(root, event: str) -> tuple[int, int]:
     return positive, negative
 
 
+@pytest.mark.e2e
 def test_ddp_counts_every_patch_once_like_one_process(tmp_path):
     root = write_odd_patch_set(tmp_path / "data")
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
@@ -104,6 +105,7 @@ def test_ddp_counts_every_patch_once_like_one_process(tmp_path):
     assert ddp["objects"]["valid_area_km2"] == pytest.approx(sum(split_totals(root, "test_c")) * 30.0**2 / 1e6)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_ddp_with_a_batchnorm_model_and_uneven_batches(tmp_path):
     """The quickstart's U-Net-R34 (BatchNorm buffers) under DDP: one process gets one batch fewer, no deadlock."""

@@ -45,6 +45,7 @@ def test_every_script_names_an_importable_callable():
         assert callable(getattr(importlib.import_module(module), attr)), name
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_a_wheel_in_a_fresh_venv_runs_every_documented_command_from_another_folder(tmp_path):
     """``pip install .`` (not editable): configs come from inside the package, nothing from the checkout."""

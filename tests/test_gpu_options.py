@@ -40,7 +40,7 @@ def segmenter(**options) -> LandslideSegmenter:
 
 
 def test_defaults_keep_the_plain_float32_network(tmp_path):
-    cfg = compose_train([], tmp_path)
+    cfg = compose_train(["model=segformer_b2"], tmp_path)
     assert (cfg.module.channels_last, cfg.module.compile, cfg.module.compile_mode) == (False, False, "default")
     assert (cfg.data.pin_memory, cfg.data.persistent_workers, cfg.data.drop_last) == (False, True, True)
     assert cfg.trainer.precision == "32-true"
@@ -99,10 +99,13 @@ def test_bf16_mixed_precision_run_on_the_cpu(tmp_path):
 
     root = write_odd_patch_set(tmp_path / "data")
     metrics = train(compose_train([*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2",
-                                   "oversample=none", "model=unet_r34", "trainer.precision=bf16-mixed",
+                                   "oversample=none", "trainer.precision=bf16-mixed",
                                    "module.channels_last=true", "++trainer.fast_dev_run=true", "eval.baselines=false",
                                    "eval.figures=false", "logger=none"], tmp_path / "run", root))
     assert 0.0 <= metrics["iou"] <= 1.0 and metrics["data_counts"]["test_patches"] == 5
+    # the scores come from float32 counts under bf16 too: IoU = TP / (TP + FP + FN) = F1 / (2 - F1) exactly
+    assert metrics["iou"] == pytest.approx(metrics["f1"] / (2 - metrics["f1"]), rel=1e-6)  # float32 scores
+    assert metrics["model"] == "tiny" and metrics["parameters"] == 28897  # 7 bands, width 16 (test_spec_and_configs)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_10000_square_scene_tiles_under_2_gb_above_baseline(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_tiling_memory.py"), "--keep", str(tmp_path)],
@@ -16,6 +17,7 @@ def test_10000_square_scene_tiles_under_2_gb_above_baseline(tmp_path):
     assert "1600 patches" in done.stdout and "target < 2048 MB above: met" in done.stdout, done.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_simulator_2048_square_within_budget():
     done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_simulator.py")], capture_output=True,

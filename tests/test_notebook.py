@@ -13,7 +13,7 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, patch_root, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     run = tmp_path / "sweep" / "0"
     # The whole test split runs (fast_dev_run would stop after one batch, maybe before the mapped patch).
-    cfg = compose_train(["model=unet_r34", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+    cfg = compose_train(["trainer.max_epochs=1", "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=1", "eval.num_maps=1", "eval.bootstrap.resamples=200"],
                         run, patch_root)
     metrics = train(cfg)

@@ -181,6 +181,7 @@ def test_old_format_is_refused_with_the_convert_command_and_converts_exactly(tmp
     assert convert_dataset(old, tmp_path / "new", progress=False) == []  # resumable: the shard is kept
 
 
+@pytest.mark.e2e
 def test_convert_command_line(tmp_path):
     _, root = build_one(tmp_path)
     old = write_old_format(PatchStore(root), tmp_path / "old")

@@ -167,6 +167,7 @@ def test_batch_run_reports_bad_scenes_and_keeps_good_ones(tmp_path):
     assert PatchStore(out).index["events"] == ["good"]
 
 
+@pytest.mark.e2e
 def test_cli_exit_codes_and_resume(tmp_path):
     scenes = tmp_path / "scenes"
     scenes.mkdir()

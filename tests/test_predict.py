@@ -402,6 +402,7 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
     assert bad.is_file()
 
 
+@pytest.mark.e2e
 def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tmp_path):
     ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt")
     scenes = tmp_path / "scenes"
@@ -449,7 +450,7 @@ def test_readme_example_runs_on_a_checkpoint_trained_on_64_px_patches(tmp_path, 
 
     assert TEST_PATCH == 64 and TEST_PATCH != 256  # not the thesis patch size, which windows used to default to
     run = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
-    cfg = compose_train(["model=unet_r18", "trainer.max_epochs=1", "++trainer.limit_train_batches=1",
+    cfg = compose_train(["trainer.max_epochs=1", "++trainer.limit_train_batches=1",
                          "++trainer.limit_val_batches=1", "oversample=none", "sampler=uniform", "eval=none"],
                         run, patch_root)
     train(cfg)

@@ -151,6 +151,7 @@ def test_find_pair_orders_by_acquisition_date(tmp_path):
         find_pair(tmp_path, "lombok_2018")
 
 
+@pytest.mark.e2e
 def test_cli_numpy_backend_logs_next_to_outputs(tmp_path):
     make_pair(tmp_path / "lombok_2018.nc", blocks=(8, 8))
     out = tmp_path / "processed"

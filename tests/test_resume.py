@@ -59,7 +59,9 @@ class Run:
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log
         self._handle = open(log, "w")
-        self.process = subprocess.Popen(command, cwd=log.parent, env=worktree_env(OMP_NUM_THREADS="1"), stdout=self._handle,
+        env = worktree_env(OMP_NUM_THREADS="1")
+        env["PYTHONPATH"] += os.pathsep + str(REPO / "tests")  # signal_gate.WaitForSignal (tests/signal_gate.py)
+        self.process = subprocess.Popen(command, cwd=log.parent, env=env, stdout=self._handle,
                                         stderr=subprocess.STDOUT)
 
     def wait(self, expected: int = 0) -> str:
@@ -134,6 +136,7 @@ def finished(reference) -> Path:
 
 
 # ------------------------------------------------------------ end to end
+@pytest.mark.e2e
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_metrics(reference, tmp_path, patch_root):
     killed_dir = tmp_path / "killed"
     killed = Run(train_command(patch_root, killed_dir, "callbacks.checkpoint_every_n_steps=1"), tmp_path / "killed.log")
@@ -171,6 +174,7 @@ def signal_gate(ready_file: Path, at_step: int) -> str:
     return f"+callbacks.signal_gate={{_target_:signal_gate.WaitForSignal,ready_file:'{ready_file}',at_step:{at_step}}}"
 
 
+@pytest.mark.e2e
 def test_sigterm_saves_exits_143_and_resume_true_finds_the_run(reference, tmp_path, patch_root):
     runs = tmp_path / "outputs"
     pattern = f"{runs}/" + "${now:%H-%M-%S-%f}"  # resume=true looks for runs of the same config under outputs/*
@@ -193,6 +197,7 @@ def test_sigterm_saves_exits_143_and_resume_true_finds_the_run(reference, tmp_pa
     assert metrics(run_dir) == metrics(finished(reference))
 
 
+@pytest.mark.e2e
 def test_same_seed_same_results_with_two_workers(reference, tmp_path, patch_root):
     """The draws and their augmentation seeds come from (seed, epoch, draw): DataLoader workers change nothing."""
     Run(train_command(patch_root, tmp_path / "workers", workers=2), tmp_path / "workers.log").wait()
@@ -202,6 +207,7 @@ def test_same_seed_same_results_with_two_workers(reference, tmp_path, patch_root
                         reference_dir / "checkpoints" / "resume.ckpt")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_two_runs_with_the_same_seed_are_identical(tmp_path, patch_root, workers):
@@ -213,6 +219,7 @@ def test_two_runs_with_the_same_seed_are_identical(tmp_path, patch_root, workers
     assert_same_weights(tmp_path / "a" / "checkpoints" / "resume.ckpt", tmp_path / "b" / "checkpoints" / "resume.ckpt")
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_kills_in_full_epochs_with_workers_then_resume(tmp_path, patch_root):
     """Whole epochs (no batch limit), two DataLoader workers, the evaluation with its baselines, killed twice."""
@@ -283,7 +290,7 @@ def test_resume_point_rules(tmp_path, patch_root, monkeypatch):
     from insarslide.training.run import config_choices, resume_point
 
     def point(output_dir: Path, *overrides: str):
-        cfg = compose_train(["model=unet_r34", *overrides], output_dir, patch_root)
+        cfg = compose_train([*overrides], output_dir, patch_root)
         return resume_point(cfg, config_choices(cfg))
 
     run = tmp_path / "run"
@@ -320,7 +327,7 @@ def test_resume_true_finds_the_newest_run_of_the_same_config(tmp_path, patch_roo
     outputs = tmp_path / "outputs"
 
     def composed(folder: str, *overrides: str):
-        return compose_train(["model=unet_r34", f"hydra.run.dir={outputs}/" + "${now:%H-%M-%S-%f}", *overrides],
+        return compose_train([f"hydra.run.dir={outputs}/" + "${now:%H-%M-%S-%f}", *overrides],
                              outputs / folder, patch_root)
 
     def earlier(folder: str, *overrides: str) -> Path:

@@ -1,7 +1,5 @@
 """The one scene reader/validator (docs/data_format.md sections 1 and 2)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -123,23 +121,25 @@ def test_validator_counts_out_of_range_and_nan_bands(tmp_path):
     assert any("'intensity': NaN everywhere" in p for p in report.problems)
 
 
-def test_validate_cli_lists_every_problem_and_exits_nonzero(tmp_path):
+def test_validate_cli_lists_every_problem_and_exits_nonzero(tmp_path, capsys):
+    from data_prep.validate import main as validate_main  # python -m data_prep.validate: sys.exit(main())
+
     good = make_scene(tmp_path / "good.nc", 4, 4)
     bad = tmp_path / "bad.nc"
     bad.write_bytes(b"junk")
-    done = subprocess.run([sys.executable, "-m", "data_prep.validate", str(good), str(bad)],
-                          capture_output=True, text=True)
-    assert done.returncode == 1
-    assert "bad.nc" in done.stdout + done.stderr and "good.nc" in done.stdout
-    ok = subprocess.run([sys.executable, "-m", "data_prep.validate", str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert validate_main([str(good), str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert f"FAILED {bad}" in out and f"OK {good}" in out and f"problem: {bad}: " in out
+    assert "1 of 2 file(s) pass" in err
+    assert validate_main([str(good)]) == 0, capsys.readouterr()
 
 
 # --- SNAP 14's NetCDF4-CF export, as its sources say it is written -------------------------------------------
 
 @pytest.mark.parametrize("sign,convention", [(-1.0, "spec"), (+1.0, "pre-2016")])
-def test_snap14_export_reads_as_the_canonical_scene(tmp_path, sign, convention):
+def test_snap14_export_reads_as_the_canonical_scene(tmp_path, capsys, sign, convention):
     from data.snap_products import TAG, expected_scene, snap14_export
+    from data_prep.validate import main as validate_main
 
     path = snap14_export(tmp_path / "lombok_2018.nc", 12, 10, displacement_sign=sign)
     with open_scene(path) as scene:
@@ -160,8 +160,7 @@ def test_snap14_export_reads_as_the_canonical_scene(tmp_path, sign, convention):
     # the contract's sign by hand: rows grow the unwrapped phase by 0.9 rad, i.e. 0.9 * 0.0055466 / (4 pi) m away
     assert bands[BANDS.index("displacement"), 2, 1] - bands[BANDS.index("displacement"), 3, 1] == pytest.approx(
         0.9 * 0.05546576 / (4 * np.pi), rel=1e-4)
-    done = subprocess.run([sys.executable, "-m", "data_prep.validate", str(path)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout
+    assert validate_main([str(path)]) == 0, capsys.readouterr().out
 
 
 def test_snap_displacement_disagreeing_with_unwrapped_phase_is_flagged(tmp_path):

@@ -213,6 +213,7 @@ def test_graph_tile_cost_threshold_reaches_snaphu(tmp_path, fake_gpt, slc_pair, 
     assert seen == [321]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_events_in_parallel_through_the_hydra_joblib_launcher(tmp_path, fake_gpt):
     import subprocess

@@ -4,13 +4,13 @@ from hydra.errors import MissingConfigException
 
 import insarslide.config  # noqa: F401
 from insarslide.contract.spec import BANDS, check_band_names
-from conftest import CONF, compose_train
-
-MODELS = {"unet_r34": 24.4, "upernet_convnext": 37.1, "segformer_b2": 24.7, "segformer_b3": 44.6}
+from conftest import CONF, THESIS_MILLIONS as MODELS, compose_train
 
 
 def test_default_config_is_the_thesis_recipe(tmp_path):
-    cfg = compose_train([], tmp_path)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train")  # not compose_train: that one picks model=tiny for the CPU tests
+    assert cfg.model.name == "segformer_b2" and cfg.model.net.encoder_name == "mit_b2"
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer.lr == 5e-5
     assert cfg.scheduler._target_.endswith("CosineAnnealingLR") and cfg.scheduler.T_max == 100
     assert cfg.trainer.max_epochs == 100
@@ -98,6 +98,12 @@ def test_simulate_and_patches_configs_compose():
         sim = compose(config_name="simulate", overrides=["n_scenes=2", "size=[300,257]"])
         patches = compose(config_name="patches", overrides=["scenes_dir=a", "out_dir=b"])
     assert sim.size == [300, 257] and patches.patch_size == 256
+    # The patch size the data set is cut at is the one training reads (thesis 256 px), and the networks take it:
+    # SMP encoders downsample 5 times, so a side must be a multiple of 2**5 = 32 (256 = 8 * 32).
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        train = compose(config_name="train")
+    assert train.data.patch_size == patches.patch_size and patches.patch_size % 32 == 0
+    assert patches.stride is None  # null: stride = patch size, the thesis's non-overlapping tiles
 
 
 @pytest.mark.parametrize("split", ["random", "stratified", "region"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from insarslide.training.sweeps import FailureLog
 from conftest import worktree_env
 
 TINY = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
-        "sampler=uniform", "model=unet_r34", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
+        "sampler=uniform", "model=tiny", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "eval.baselines=false",
         "eval.figures=false", "logger=none"]
 
@@ -31,6 +32,7 @@ def job_overrides(run) -> list[str]:
     return list(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
 
 
+@pytest.mark.e2e
 def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, capsys):
     good = write_odd_patch_set(tmp_path / "data")
     missing = tmp_path / "nothing_here"
@@ -45,6 +47,9 @@ def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, capsys)
     assert sorted(jobs) == [0, 1, 2, 3] and len(failing) == 2
     for number in jobs:  # the good jobs ran to the end, also those after a failure
         assert (sweep / str(number) / "metrics.json").is_file() == (number not in failing)
+    # One metrics.json per good job, each with its own point of the grid.
+    seeds = {json.loads((sweep / str(n) / "metrics.json").read_text())["seed"] for n in jobs if n not in failing}
+    assert seeds == {1, 2}
     with open(sweep / FAILURES_FILE, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["job"]) for r in rows] == failing
@@ -66,16 +71,20 @@ def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_joblib_sweep_records_a_failure_from_a_worker_process(tmp_path):
+@pytest.mark.e2e
+def test_joblib_sweep_runs_its_jobs_and_records_a_failure_from_a_worker_process(tmp_path):
+    # The one joblib sweep (it once had a twin that only checked that both jobs of a model sweep ran).
     good = write_odd_patch_set(tmp_path / "data")
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-           f"data.root={good}", "model.net.encoder_name=resnet18,no_such_encoder", f"hydra.sweep.dir={sweep}"]
+           "model=unet_r18", f"data.root={good}", "model.net.encoder_name=resnet18,no_such_encoder",
+           f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=worktree_env())
     assert done.returncode == 1, done.stderr[-3000:]
     failing = [n for n in (0, 1) if "model.net.encoder_name=no_such_encoder" in job_overrides(sweep / str(n))]
     assert len(failing) == 1
-    assert (sweep / str(1 - failing[0]) / "metrics.json").is_file()
+    metrics = json.loads((sweep / str(1 - failing[0]) / "metrics.json").read_text())
+    assert metrics["model"] == "unet_r18" and metrics["data_counts"]["test_patches"] == 5
     (row,) = read_failures(sweep)
     assert row["job"] == failing[0] and "no_such_encoder" in row["error"] and "no_such_encoder" in row["overrides"]
 
@@ -135,6 +144,7 @@ def _record(args) -> None:
     record_failure(sweep, {"job": number, "overrides": f"seed={number}", "error": "E", "run": str(number)})
 
 
+@pytest.mark.e2e
 def test_concurrent_failures_all_reach_the_csv(tmp_path):
     numbers = list(range(96))
     with multiprocessing.get_context("fork").Pool(6) as pool:
@@ -143,6 +153,7 @@ def test_concurrent_failures_all_reach_the_csv(tmp_path):
         assert [int(r["job"]) for r in csv.DictReader(handle)] == numbers
 
 
+@pytest.mark.e2e
 def test_csv_rebuild_waits_for_the_lock(tmp_path):
     records = tmp_path / RECORDS_DIR
     records.mkdir()
