@@ -159,6 +159,14 @@ def test_quickstart_beats_the_trivial_baselines_on_its_test_scenes(tmp_path):
     assert metrics["iou"] > baselines["best_single_band"]["iou"], (metrics["iou"], baselines["best_single_band"])
     assert metrics["iou"] > baselines["logistic_regression"]["iou"], (metrics["iou"], baselines["logistic_regression"])
     assert "best single band" in done.stdout and "logistic regression" in done.stdout  # printed side by side
+    # Issue 22: by a margin whose 95% interval over the test scenes (paired: same scenes) excludes 0.
+    from insarslide.metrics.uncertainty import Arm, BootstrapSettings, paired_comparison
+
+    model = Arm.from_runs("model", [metrics["uncertainty"]["scene_counts"]])
+    for name in ("best_single_band", "logistic_regression"):
+        baseline = Arm.from_runs(name, [baselines[name]["uncertainty"]["scene_counts"]])
+        comparison = paired_comparison(model, baseline, BootstrapSettings(), paired_runs=True)
+        assert comparison["sign"] == 1, comparison["verdict"]
 
 
 def wandb_records(path):
