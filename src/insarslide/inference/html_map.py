@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import html
 import io
 import json
@@ -28,6 +29,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -268,10 +270,17 @@ def _script_json(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
 
 
+@functools.cache
+def page_template() -> str:
+    """The page (HTML, CSS and the canvas viewer's JavaScript) with @@TITLE@@, @@META@@ and @@DATA@@ to fill;
+    it ships beside this module (html_map_page.html)."""
+    return resources.files("insarslide.inference").joinpath("html_map_page.html").read_text(encoding="utf-8")
+
+
 def render_page(data: dict[str, Any]) -> str:
     meta = data["meta"]
     title = html.escape(f"{meta['event_id']}: landslide map")
-    return (_PAGE.replace("@@TITLE@@", title)
+    return (page_template().replace("@@TITLE@@", title)
             .replace("@@META@@", html.escape(json.dumps(meta), quote=True))
             .replace("@@DATA@@", _script_json(data)))
 
@@ -333,177 +342,4 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}<
 <th>checkpoint</th><th>checkpoint date</th><th>map made</th></tr>
 @@ROWS@@
 </table></body></html>
-"""
-
-_PAGE = r"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="insarslide-map" content="@@META@@">
-<title>@@TITLE@@</title>
-<style>
-html,body{margin:0;height:100%;overflow:hidden;font:13px system-ui,sans-serif;background:#222}
-#map{position:absolute;inset:0;cursor:grab;display:block}
-.panel{position:absolute;background:rgba(255,255,255,.92);border-radius:4px;padding:6px 9px;
-  box-shadow:0 1px 4px rgba(0,0,0,.4)}
-#info{top:8px;left:8px;max-width:420px}#info h1{font-size:15px;margin:0 0 4px}
-#layers{top:8px;right:8px}#layers label{display:block}
-#legend{bottom:8px;right:8px}#ramp{width:180px;height:12px}
-.ticks{display:flex;justify-content:space-between;width:180px;font-size:11px}
-.swatch{display:inline-block;width:18px;height:0;border-top:2px solid;vertical-align:middle;margin-right:4px}
-#readout{bottom:8px;left:8px;font-family:monospace}
-#scalebar{bottom:40px;left:8px}#scaleline{height:6px;border:2px solid #000;border-top:none}
-#tooltip{position:absolute;display:none;pointer-events:none;background:rgba(0,0,0,.82);color:#fff;
-  padding:5px 8px;border-radius:3px;font-size:12px;white-space:nowrap}
-</style></head>
-<body>
-<canvas id="map"></canvas>
-<div id="info" class="panel"><h1 id="title"></h1><div id="subtitle"></div></div>
-<div id="layers" class="panel">
- <label><input type="checkbox" id="show-background" checked> <span id="background-name"></span></label>
- <label><input type="checkbox" id="show-probability" checked> probability</label>
- <label>opacity <input type="range" id="opacity" min="0" max="1" step="0.05"></label>
- <label><input type="checkbox" id="show-polygons" checked> predicted landslides</label>
- <label id="inventory-row"><input type="checkbox" id="show-inventory" checked> inventory</label>
- <button id="fit">fit scene</button>
-</div>
-<div id="legend" class="panel"><div>landslide probability</div><canvas id="ramp" width="180" height="12"></canvas>
- <div class="ticks"><span>0</span><span>0.5</span><span>1</span></div>
- <div><span class="swatch" style="border-color:#00e5ff"></span>predicted (p &ge; <span id="legend-threshold"></span>)</div>
- <div id="legend-inventory"><span class="swatch" style="border-color:#7cfc00"></span>inventory (true landslides)</div>
-</div>
-<div id="scalebar" class="panel"><div id="scaleline"></div><div id="scaletext"></div></div>
-<div id="readout" class="panel">&nbsp;</div>
-<div id="tooltip"></div>
-<script id="map-data" type="application/json">@@DATA@@</script>
-<script>
-"use strict";
-(function () {
-  const D = JSON.parse(document.getElementById("map-data").textContent);
-  const M = D.meta, W = M.width, H = M.height;
-  const canvas = document.getElementById("map"), ctx = canvas.getContext("2d");
-  const tooltip = document.getElementById("tooltip"), readout = document.getElementById("readout");
-  const el = (id) => document.getElementById(id);
-  el("title").textContent = M.event_id + ": landslide map";
-  el("subtitle").textContent = "checkpoint " + M.checkpoint + (M.checkpoint_date ? " (" + M.checkpoint_date + ")" : "") +
-    ", threshold " + M.threshold.toFixed(3) + ", made " + M.created + "; " + M.polygons + " predicted polygon(s)" +
-    (M.inventory === null ? "" : ", " + M.inventory + " in the inventory");
-  el("legend-threshold").textContent = M.threshold.toFixed(3);
-  el("background-name").textContent = D.background_band + " (background)";
-  if (D.inventory === null) { el("inventory-row").style.display = "none"; el("legend-inventory").style.display = "none"; }
-  const ramp = el("ramp").getContext("2d"), grad = ramp.createLinearGradient(0, 0, 180, 0);
-  D.legend.forEach(([t, c]) => grad.addColorStop(t, c));
-  ramp.fillStyle = grad; ramp.fillRect(0, 0, 180, 12);
-  const opacity = el("opacity"); opacity.value = D.opacity;
-
-  function image(b64) { const im = new Image(); im.onload = draw; im.src = "data:image/png;base64," + b64; return im; }
-  const probability = image(D.probability_png), background = image(D.background_png);
-
-  function prepare(list) {
-    return (list || []).map((p) => {
-      const path = new Path2D(); let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-      for (const r of p.rings) {
-        path.moveTo(r[0], r[1]);
-        for (let i = 0; i < r.length; i += 2) {
-          path.lineTo(r[i], r[i + 1]);
-          x0 = Math.min(x0, r[i]); x1 = Math.max(x1, r[i]); y0 = Math.min(y0, r[i + 1]); y1 = Math.max(y1, r[i + 1]);
-        }
-        path.closePath();
-      }
-      return Object.assign({}, p, {path: path, box: [x0, y0, x1, y1]});
-    });
-  }
-  const polygons = prepare(D.polygons), inventory = prepare(D.inventory);
-
-  let scale = 1, ox = 0, oy = 0, hovered = null;
-  function resize() { canvas.width = window.innerWidth; canvas.height = window.innerHeight; draw(); }
-  function fit() {
-    scale = Math.min(canvas.width / W, canvas.height / H) * 0.95;
-    ox = (canvas.width - W * scale) / 2; oy = (canvas.height - H * scale) / 2; draw();
-  }
-  function draw() {
-    ctx.setTransform(1, 0, 0, 1, 0, 0); ctx.fillStyle = "#222"; ctx.fillRect(0, 0, canvas.width, canvas.height);
-    ctx.setTransform(scale, 0, 0, scale, ox, oy); ctx.imageSmoothingEnabled = false;
-    if (el("show-background").checked && background.complete) ctx.drawImage(background, 0, 0, W, H);
-    if (el("show-probability").checked && probability.complete) {
-      ctx.globalAlpha = Number(opacity.value); ctx.drawImage(probability, 0, 0, W, H); ctx.globalAlpha = 1;
-    }
-    ctx.lineWidth = 1.5 / scale;
-    if (el("show-inventory").checked) { ctx.strokeStyle = "#7cfc00"; inventory.forEach((p) => ctx.stroke(p.path)); }
-    if (el("show-polygons").checked) {
-      ctx.strokeStyle = "#00e5ff"; polygons.forEach((p) => ctx.stroke(p.path));
-      if (hovered) { ctx.fillStyle = "rgba(0,229,255,.35)"; ctx.fill(hovered.path, "evenodd"); }
-    }
-    scalebar();
-  }
-  function niceLength(metres) {
-    const p = Math.pow(10, Math.floor(Math.log10(metres))), f = metres / p;
-    return (f >= 5 ? 5 : f >= 2 ? 2 : 1) * p;
-  }
-  function scalebar() {
-    if (!D.pixel_size_m) { el("scalebar").style.display = "none"; return; }
-    const metresPerScreenPx = D.pixel_size_m / scale, metres = niceLength(120 * metresPerScreenPx);
-    el("scaleline").style.width = (metres / metresPerScreenPx) + "px";
-    el("scaletext").textContent = metres >= 1000 ? (metres / 1000) + " km" : metres + " m";
-  }
-  function inside(p, x, y) {  // even-odd over every ring: holes and separate parts both work
-    const b = p.box; if (x < b[0] || x > b[2] || y < b[1] || y > b[3]) return false;
-    let odd = false;
-    for (const r of p.rings) {
-      for (let i = 0, j = r.length - 2; i < r.length; j = i, i += 2) {
-        const xi = r[i], yi = r[i + 1], xj = r[j], yj = r[j + 1];
-        if ((yi > y) !== (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi) odd = !odd;
-      }
-    }
-    return odd;
-  }
-  function lonlat(x, y) {
-    const g = D.lonlat; if (!g) return null;
-    const n = g.nodes - 1, u = Math.min(Math.max(x / W * n, 0), n), v = Math.min(Math.max(y / H * n, 0), n);
-    const i = Math.min(Math.floor(u), n - 1), j = Math.min(Math.floor(v), n - 1), a = u - i, b = v - j;
-    const at = (arr, jj, ii) => arr[jj * g.nodes + ii];
-    const mix = (arr) => (1 - a) * (1 - b) * at(arr, j, i) + a * (1 - b) * at(arr, j, i + 1) +
-      (1 - a) * b * at(arr, j + 1, i) + a * b * at(arr, j + 1, i + 1);
-    return [mix(g.lon), mix(g.lat)];
-  }
-  const fmt = (v, d) => v === null || v === undefined ? "n/a" : Number(v).toFixed(d);
-  function areaText(p) {
-    const px = p.area_px + " px";
-    if (p.area_m2 === null || p.area_m2 === undefined) return px;
-    return Math.round(p.area_m2).toLocaleString("en-US") + " m\u00b2 (" + px + ")";
-  }
-  let drag = null;
-  canvas.addEventListener("mousedown", (e) => { drag = [e.clientX, e.clientY, ox, oy]; canvas.style.cursor = "grabbing"; });
-  window.addEventListener("mouseup", () => { drag = null; canvas.style.cursor = "grab"; });
-  canvas.addEventListener("mousemove", (e) => {
-    if (drag) { ox = drag[2] + e.clientX - drag[0]; oy = drag[3] + e.clientY - drag[1]; draw(); return; }
-    const x = (e.clientX - ox) / scale, y = (e.clientY - oy) / scale;
-    const ll = lonlat(x, y);
-    readout.textContent = (ll ? "lat " + ll[1].toFixed(5) + "\u00b0  lon " + ll[0].toFixed(5) + "\u00b0  " : "") +
-      "row " + Math.floor(y) + "  col " + Math.floor(x);
-    const hit = el("show-polygons").checked ? polygons.find((p) => inside(p, x, y)) || null : null;
-    if (hit !== hovered) { hovered = hit; draw(); }
-    if (hit) {
-      tooltip.style.display = "block"; tooltip.style.left = (e.clientX + 14) + "px"; tooltip.style.top = (e.clientY + 14) + "px";
-      tooltip.dataset.id = hit.id; tooltip.dataset.areaM2 = hit.area_m2 === null ? "" : hit.area_m2;
-      tooltip.innerHTML = "<b>landslide " + hit.id + "</b><br>area " + areaText(hit) + "<br>mean p " +
-        fmt(hit.mean_p, 3) + ", max p " + fmt(hit.max_p, 3);
-    } else { tooltip.style.display = "none"; }
-  });
-  canvas.addEventListener("wheel", (e) => {
-    e.preventDefault();
-    const k = Math.exp(-e.deltaY * 0.0015), x = (e.clientX - ox) / scale, y = (e.clientY - oy) / scale;
-    scale *= k; ox = e.clientX - x * scale; oy = e.clientY - y * scale; draw();
-  }, {passive: false});
-  ["show-background", "show-probability", "show-polygons", "show-inventory", "opacity"].forEach(
-    (id) => el(id).addEventListener("input", draw));
-  el("fit").addEventListener("click", fit);
-  window.addEventListener("resize", () => { resize(); fit(); });
-  resize(); fit();
-  // for scripted checks (tests/test_html_map.py) and the curious: counts and the view transform
-  window.insarslideMap = {polygons: polygons.length, inventory: inventory.length,
-    toScreen: (x, y) => [ox + x * scale, oy + y * scale],
-    centerOn: (x, y) => { ox = canvas.width / 2 - x * scale; oy = canvas.height / 2 - y * scale; draw();
-                          return [canvas.width / 2, canvas.height / 2]; }};
-})();
-</script>
-</body></html>
 """
