@@ -93,10 +93,13 @@ def test_ddp_counts_every_patch_once_like_one_process(tmp_path):
         positive, negative = split_totals(root, event)
         assert (one["tp"][0] + one["fn"][0], one["fp"][0]) == (positive, negative), split
         assert any(0 < tp < positive for tp in one["tp"])  # an untrained network, yet a curve, not a step
-    # Test counts and every evaluation section of metrics.json (only the checkpoint path differs).
+    # Test counts and every evaluation section of metrics.json (only the checkpoint path differs, and the
+    # environment: Lightning gives each DDP process torch threads of its own share of the cores).
     for key in set(single) | set(ddp):
-        if key not in ("best_checkpoint", "calibration"):
+        if key not in ("best_checkpoint", "calibration", "environment"):
             assert ddp.get(key) == single.get(key), key
+    assert {k: v for k, v in ddp["environment"].items() if k != "torch_threads"} == \
+        {k: v for k, v in single["environment"].items() if k != "torch_threads"}
     # Reliability: the same bin counts; probabilities of other batch shapes differ in float32's last bits
     for part in ("pixel", "objects"):
         one, two = single["calibration"][part], ddp["calibration"][part]
