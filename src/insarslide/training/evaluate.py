@@ -18,12 +18,11 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from insarslide.training.callbacks import ThresholdChoice
-from insarslide.training.checkpoints import CheckpointError, check_compatible, load_checkpoint, run_record
+from insarslide.training.checkpoints import check_compatible, load_checkpoint, run_record
 from insarslide.runfiles import HYDRA_DIR
 from insarslide.training.baselines import TestBaselines
 from insarslide.training.evaluation import TestEvaluation
@@ -78,8 +77,7 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), output_dir: 
     cfg, every = composed_config(checkpoint, overrides)
     if output_dir is not None:
         cfg.paths.output_dir = str(output_dir)
-    out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     state = load_checkpoint(checkpoint, mmap=True)
     check_compatible(checkpoint, state, run_record(cfg))
     del state
@@ -91,5 +89,3 @@ def evaluate(checkpoint: str | Path, overrides: Sequence[str] = (), output_dir: 
     extra = {"evaluated_checkpoint": str(checkpoint.resolve()), "overrides": every}
     return evaluate_and_write(cfg, choices, trainer, module, datamodule, callbacks, loggers, str(checkpoint), extra)
 
-
-__all__ = ["CheckpointError", "composed_config", "evaluate", "run_overrides"]
