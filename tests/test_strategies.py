@@ -361,6 +361,74 @@ def test_phase_offset_wraps_and_only_touches_phase(kind):
     np.testing.assert_array_equal(out[1], 1.0)
 
 
+BANDS3 = ["coherence", "displacement", "intensity"]
+
+
+def _shift_input():
+    coh = np.full((64, 64), 0.95, np.float32)
+    coh[0, 0] = np.nan  # no data stays no data
+    disp = np.linspace(-0.01, 0.01, 64 * 64, dtype=np.float32).reshape(64, 64)
+    return np.stack([coh, disp, np.full((64, 64), 0.2, np.float32)])
+
+
+@pytest.mark.parametrize("kind", [Augmenter, AlbumentationsAugmenter])
+def test_band_offset_is_one_constant_per_sample_and_touches_only_its_band(kind):
+    x = _shift_input()
+    offsets = []
+    for seed in range(40):
+        aug = kind(hflip=0, vflip=0, rotate90=0, seed=seed, band_offset={"displacement": 0.05}).with_bands(BANDS3)
+        out = aug(torch.from_numpy(x.copy()), [torch.zeros(64, 64, dtype=torch.uint8)])[0].numpy()
+        delta = out[1] - x[1]
+        assert np.ptp(delta) < 1e-6  # one constant over the patch: the pattern is kept
+        offsets.append(float(delta[0, 0]))
+        np.testing.assert_array_equal(out[[0, 2]], x[[0, 2]])  # other bands untouched, NaN kept
+    offsets = np.array(offsets)
+    assert np.abs(offsets).max() <= 0.05 + 1e-6  # within the half-width
+    assert offsets.min() < -0.025 and offsets.max() > 0.025  # both signs, spread over the range (40 draws)
+
+
+def test_coherence_bias_is_clipped_to_the_unit_interval_and_keeps_no_data():
+    x = _shift_input()
+    seen_clip = seen_down = False
+    for seed in range(20):
+        aug = Augmenter(hflip=0, vflip=0, rotate90=0, seed=seed, coherence_bias=0.2).with_bands(BANDS3)
+        out = aug(torch.from_numpy(x.copy()), [torch.zeros(64, 64, dtype=torch.uint8)])[0].numpy()
+        assert np.isnan(out[0, 0, 0])
+        c = out[0][~np.isnan(out[0])]
+        assert np.ptp(c) < 1e-6 and 0.75 - 1e-6 <= c[0] <= 1.0  # 0.95 + bias in [-0.2, 0.2], clipped at 1
+        seen_clip |= c[0] == 1.0
+        seen_down |= c[0] < 0.9
+        np.testing.assert_array_equal(out[1:], x[1:])
+    assert seen_clip and seen_down
+
+
+def test_band_noise_has_the_configured_spread():
+    x = _shift_input()
+    aug = Augmenter(hflip=0, vflip=0, rotate90=0, seed=5, band_noise={"intensity": 0.1}).with_bands(BANDS3)
+    out = aug(torch.from_numpy(x.copy()), [torch.zeros(64, 64, dtype=torch.uint8)])[0].numpy()
+    noise = out[2] - x[2]
+    assert abs(noise.std() - 0.1) < 0.005 and abs(noise.mean()) < 0.005  # 4096 draws: std error ~0.0016
+    np.testing.assert_array_equal(out[:2], x[:2])
+
+
+def test_band_shifts_refuse_unknown_bands_and_bad_widths():
+    with pytest.raises(ValueError, match=r"band_offset / band_noise name bands \['slope'\]"):
+        Augmenter(band_offset={"slope": 1.0}).with_bands(BANDS3)
+    with pytest.raises(ValueError, match="band_noise: values must be finite and >= 0"):
+        Augmenter(band_noise={"intensity": -1.0})
+    with pytest.raises(ValueError, match="coherence_bias"):
+        Augmenter(coherence_bias=1.5)
+    with pytest.raises(ValueError, match="phase_offset"):
+        Augmenter(band_offset={"phase": 1.0}).with_bands(["phase"])
+    Augmenter(band_offset={"slope": 0.0}, band_noise={"phase": 0.0}).with_bands(BANDS3)  # zeros: off, fine
+
+
+def test_band_shifts_off_by_default_leave_the_random_stream_unchanged():
+    aug, plain = Augmenter(seed=9).with_bands(BANDS3), Augmenter(seed=9)
+    assert not aug.radiometric
+    assert [aug.draw() for _ in range(20)] == [plain.draw() for _ in range(20)]
+
+
 def test_loader_with_worker_processes(tmp_path, patch_root):
     import hydra
 

@@ -4,8 +4,14 @@ The thesis's augmentation: horizontal flip, vertical flip and random 90-degree
 rotation (each with probability 0.5; the rotation by a random multiple of 90
 degrees, as Albumentations' ``RandomRotate90``), applied identically to the
 bands and to every mask (landslide, soft labels, valid). Nothing radiometric.
-An optional random constant offset of the wrapped phase (wrapped back into
-[-pi, pi]) is off by default.
+Optional radiometric draws, all off by default (the thesis's setting): a
+random constant offset of the wrapped phase (wrapped back into [-pi, pi]);
+and what differs between processors and regions (:class:`_BandShifts`): a
+constant offset per band (displacement and unwrapped phase carry an arbitrary
+one per scene anyway: integration constant, atmosphere), a coherence bias
+(estimator window and land cover move the whole coherence level; clipped to
+[0, 1]) and Gaussian noise per band. Values are in the bands' own units and
+are added before the model's normalisation; a NaN (no data) stays NaN.
 
 Two interchangeable implementations:
 
@@ -22,7 +28,7 @@ Two interchangeable implementations:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +50,58 @@ class _PhaseOffset:
             return
         shift = float(self.rng.uniform(-np.pi, np.pi))
         bands[self.channel] = torch.remainder(bands[self.channel] + shift + np.pi, 2 * np.pi) - np.pi
+
+
+class _BandShifts:
+    """Offsets, coherence bias and noise drawn per sample (half-widths and standard deviations in band units)."""
+
+    def __init__(self, offsets: Mapping[str, float] | None, coherence_bias: float,
+                 noise: Mapping[str, float] | None, rng: np.random.Generator):
+        self.offsets = {str(k): float(v) for k, v in (offsets or {}).items()}
+        self.coherence_bias = float(coherence_bias)
+        self.noise = {str(k): float(v) for k, v in (noise or {}).items()}
+        for name, table in (("band_offset", self.offsets), ("band_noise", self.noise)):
+            bad = {k: v for k, v in table.items() if not np.isfinite(v) or v < 0}
+            if bad:
+                raise ValueError(f"augment.{name}: values must be finite and >= 0, got {bad}")
+        if not np.isfinite(self.coherence_bias) or not 0 <= self.coherence_bias <= 1:
+            raise ValueError(f"augment.coherence_bias: a half-width in [0, 1] expected, got {coherence_bias}")
+        self.rng = rng
+        self.channels: dict[str, int] = {}
+
+    def set_bands(self, bands: Sequence[str]) -> None:
+        bands = list(bands)
+        used = {k for table in (self.offsets, self.noise) for k, v in table.items() if v > 0}
+        unknown = sorted(used - set(bands))   # a zero entry for a band not in use is fine (the config lists all)
+        if unknown:
+            raise ValueError(f"augment.band_offset / band_noise name bands {unknown} that are not among the "
+                             f"configured data.bands {bands}")
+        if self.offsets.get("phase", 0.0) > 0:
+            raise ValueError("augment.band_offset.phase: the wrapped phase is offset by augment.phase_offset "
+                             "(a probability; the offset wraps back into [-pi, pi])")
+        self.channels = {b: i for i, b in enumerate(bands)}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.channels) and (any(v > 0 for v in self.offsets.values()) or self.coherence_bias > 0
+                                        or any(v > 0 for v in self.noise.values()))
+
+    def apply_(self, bands: torch.Tensor) -> None:
+        """Shift, bias and add noise to (C, H, W) ``bands`` in place (draws in a fixed order: offsets, bias, noise)."""
+        if not self.enabled:
+            return
+        for name, half in self.offsets.items():
+            if half > 0:
+                bands[self.channels[name]] += float(self.rng.uniform(-half, half))
+        if self.coherence_bias > 0 and "coherence" in self.channels:
+            c = self.channels["coherence"]
+            bias = float(self.rng.uniform(-self.coherence_bias, self.coherence_bias))
+            bands[c] = torch.clamp(bands[c] + bias, 0.0, 1.0)   # NaN stays NaN
+        for name, std in self.noise.items():
+            if std > 0:
+                c = self.channels[name]
+                noise = self.rng.normal(0.0, std, size=tuple(bands[c].shape)).astype(np.float32)
+                bands[c] += torch.from_numpy(noise).to(bands.dtype)
 
 
 def d4_element(flip_h: bool, flip_v: bool, turns: int) -> tuple[list[int], bool]:
@@ -92,17 +150,24 @@ class Augmenter:
     """Flips and 90-degree rotations of (C, H, W) bands and (H, W) masks.
 
     The data set asks for :meth:`draw` and writes through :meth:`D4.destination`
-    (``views = True``), then calls :meth:`offset_phase_` on the written bands;
+    (``views = True``), then calls :meth:`radiometric_` on the written bands;
     :meth:`__call__` applies the same draw to tensors.
     """
 
     views = True  # the transform is a D4 view: PatchDataset writes through it
 
     def __init__(self, hflip: float = 0.5, vflip: float = 0.5, rotate90: float = 0.5,
-                 phase_offset: float = 0.0, seed: int | None = None):
+                 phase_offset: float = 0.0, seed: int | None = None, band_offset: Mapping[str, float] | None = None,
+                 coherence_bias: float = 0.0, band_noise: Mapping[str, float] | None = None):
         self.hflip, self.vflip, self.rotate90 = hflip, vflip, rotate90
         self.rng = np.random.default_rng(seed)
         self.phase = _PhaseOffset(phase_offset, self.rng)
+        self.shifts = _BandShifts(band_offset, coherence_bias, band_noise, self.rng)
+
+    @property
+    def radiometric(self) -> bool:
+        """Whether any draw changes band values (then a shared input must be copied first)."""
+        return self.phase.enabled or self.shifts.enabled
 
     def reseed(self, seed: int) -> None:
         """Restart the random stream at ``seed``: the data set does this for every training draw, with the
@@ -110,10 +175,12 @@ class Augmenter:
         DataLoader worker nor the draws before it."""
         self.rng = np.random.default_rng(seed)
         self.phase.rng = self.rng
+        self.shifts.rng = self.rng
 
     def with_bands(self, bands: Sequence[str]) -> "Augmenter":
-        """Point the phase offset at the wrapped-phase channel of the configured band list (if present)."""
+        """Point the phase offset and the band shifts at their channels of the configured band list."""
         self.phase.channel = list(bands).index("phase") if "phase" in bands else None
+        self.shifts.set_bands(bands)
         return self
 
     def draw(self) -> D4:
@@ -124,17 +191,18 @@ class Augmenter:
         dims, transpose = d4_element(flip_h, flip_v, turns)
         return D4(tuple(dims), transpose)
 
-    def offset_phase_(self, bands: torch.Tensor) -> None:
-        """The phase offset, in place on (C, H, W) bands already flipped and rotated."""
+    def radiometric_(self, bands: torch.Tensor) -> None:
+        """The phase offset, then the band shifts, in place on (C, H, W) bands already flipped and rotated."""
         self.phase.apply_(bands)
+        self.shifts.apply_(bands)
 
     def __call__(self, bands: torch.Tensor, masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Same draw for bands and masks; results may be non-contiguous views."""
         d4 = self.draw()
         bands = d4.apply(bands)
-        if self.phase.enabled:
+        if self.radiometric:
             bands = bands.clone()
-        self.offset_phase_(bands)
+        self.radiometric_(bands)
         return bands, [d4.apply(m) for m in masks]
 
 
@@ -147,10 +215,11 @@ class AlbumentationsAugmenter(Augmenter):
     views = False
 
     def __init__(self, hflip: float = 0.5, vflip: float = 0.5, rotate90: float = 0.5,
-                 phase_offset: float = 0.0, seed: int | None = None):
+                 phase_offset: float = 0.0, seed: int | None = None, band_offset: Mapping[str, float] | None = None,
+                 coherence_bias: float = 0.0, band_noise: Mapping[str, float] | None = None):
         import albumentations as A
 
-        super().__init__(hflip, vflip, rotate90, phase_offset, seed)
+        super().__init__(hflip, vflip, rotate90, phase_offset, seed, band_offset, coherence_bias, band_noise)
         self.transform = A.Compose([A.HorizontalFlip(p=hflip), A.VerticalFlip(p=vflip), A.RandomRotate90(p=rotate90)],
                                    seed=seed)
 
@@ -161,7 +230,7 @@ class AlbumentationsAugmenter(Augmenter):
     def __call__(self, bands: torch.Tensor, masks: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = self.transform(image=np.moveaxis(bands.numpy(), 0, -1), masks=[m.numpy() for m in masks])
         image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(out["image"], -1, 0)))
-        if self.phase.enabled:  # an untouched image may share memory with the input
+        if self.radiometric:  # an untouched image may share memory with the input
             image = image.clone()
-        self.offset_phase_(image)
+        self.radiometric_(image)
         return image, [torch.from_numpy(np.ascontiguousarray(m)) for m in out["masks"]]

@@ -101,7 +101,7 @@ class PatchDataset(Dataset):
             if self.augment is None:
                 continue
             if self.augment.views:
-                self.augment.offset_phase_(batch["bands"][slot])
+                self.augment.radiometric_(batch["bands"][slot])
             else:  # an augmenter that is not a view (Albumentations) transforms the written slot
                 masks = [batch[key][slot] for key in ("landslide", "target", "valid")]
                 bands, masks = self.augment(batch["bands"][slot], masks)
@@ -197,10 +197,19 @@ class PatchDataModule(L.LightningDataModule):
         if self.builder is not None:
             self.builder(self.root, patch_size=self.patch_size, rebuild=self.rebuild)
         if not (self.root / DATASET_FILE).is_file():
-            raise MissingDataSet(
-                f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one from scenes with "
-                f"'python -m data_prep.patches scenes_dir=SCENES out_dir={self.root}' and pass data.root=..., "
-                f"or add experiment=quickstart to train on the embedded simulated data.")
+            raise self._missing()
+
+    def check_available(self) -> None:
+        """Raise :class:`MissingDataSet` now when no builder can make the missing data set: only reads, so safe
+        on every process, and cheap enough to run before a large model is built."""
+        if self.builder is None and not (self.root / DATASET_FILE).is_file():
+            raise self._missing()
+
+    def _missing(self) -> MissingDataSet:
+        return MissingDataSet(
+            f"{self.root}: no patch data set ({DATASET_FILE} missing). Build one from scenes with "
+            f"'python -m data_prep.patches scenes_dir=SCENES out_dir={self.root}' and pass data.root=..., "
+            f"or add experiment=quickstart to train on the embedded simulated data.")
 
     def setup(self, stage: str | None = None) -> None:
         if self.store is not None:

@@ -310,6 +310,7 @@ def build_trainer_parts(cfg: DictConfig, choices: Mapping[str, Any], resume_step
                                                                              list[Any], list[Any], L.Trainer]:
     """Data module, model, callbacks (those ``keep`` accepts; all by default), loggers and Trainer of ``cfg``."""
     datamodule: PatchDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.check_available()  # a missing data set stops the run before the (large) model is built
     module: LandslideSegmenter = hydra.utils.instantiate(cfg.module)
     made = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if OmegaConf.is_dict(c)]
     # One node may make several callbacks (eval: the evaluation pass and its baselines).
