@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from insarslide.models.loss import masked_bce_with_logits
+from insarslide.models.loss import SegmentationLoss, masked_bce_with_logits, masked_dice_with_logits
 from insarslide.metrics.pixel import BinaryScores, ThresholdSweep, confusion_counts, scores_from_counts
 
 
@@ -47,6 +47,33 @@ def brute_force(prob, truth, valid, thresholds):
         fn = (~pred & truth & valid).sum()
         out.append((tp, fp, fn))
     return np.array(out)
+
+
+def _dice_case():
+    # 4 valid pixels predicted [1, 1, 0, 0] (logits +-30) against [1, 0, 0, 0]; a fifth pixel, predicted 1 and
+    # labelled 1, has no data. By hand: TP 1, predicted 2, true 1: Dice 2/3, loss 1/3 (counting the no-data
+    # pixel would give TP 2, predicted 3, true 2: Dice 4/5, loss 0.2).
+    logits = torch.tensor([[[30.0, 30.0, -30.0, -30.0, 30.0]]])
+    target = torch.tensor([[[1.0, 0.0, 0.0, 0.0, 1.0]]])
+    valid = torch.tensor([[[1, 1, 1, 1, 0]]], dtype=torch.uint8)
+    return logits, target, valid
+
+
+def test_dice_loss_counts_valid_pixels_only():
+    logits, target, valid = _dice_case()
+    assert masked_dice_with_logits(logits, target, valid).item() == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_combined_loss_weighs_its_terms_and_refuses_bad_weights():
+    logits, target, valid = _dice_case()
+    bce = masked_bce_with_logits(logits, target, valid).item()  # one pixel of 4 wrong by 30 nats: about 7.5
+    assert bce == pytest.approx(30 / 4, rel=1e-3)
+    assert SegmentationLoss(bce=1.0, dice=0.0)(logits, target, valid).item() == pytest.approx(bce)
+    assert SegmentationLoss(bce=0.5, dice=2.0)(logits, target, valid).item() == pytest.approx(0.5 * bce + 2 / 3, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown term"):
+        SegmentationLoss.from_config({"focal": 1.0})
+    with pytest.raises(ValueError, match="not both 0"):
+        SegmentationLoss(bce=0.0, dice=0.0)
 
 
 @pytest.mark.parametrize("num_thresholds", [129, 101, 2, 257])

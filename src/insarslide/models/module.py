@@ -1,4 +1,4 @@
-"""The LightningModule: normalisation, network, masked BCE, metrics and the chosen threshold.
+"""The LightningModule: normalisation, network, masked loss, metrics and the chosen threshold.
 
 Normalisation statistics, band list and decision threshold are buffers and
 hyper-parameters, so a checkpoint alone is enough to predict on new scenes.
@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from insarslide.models.loss import masked_bce_with_logits
+from insarslide.models.loss import SegmentationLoss, masked_bce_with_logits
 from insarslide.metrics.pixel import BinaryScores, ThresholdSweep
 
 OUTPUT_STRIDE = 32  # SMP encoders downsample by 32: inputs must be multiples of it
@@ -33,6 +33,7 @@ class LandslideSegmenter(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
+        loss: Mapping[str, float] | None = None,
     ):
         """``channels_last``, ``compile`` and ``compile_mode`` choose how the network runs, not what it is:
         they stay out of the checkpoint's hyper-parameters (a model trained compiled loads plain)."""
@@ -43,6 +44,7 @@ class LandslideSegmenter(L.LightningModule):
                                    "scheduler": scheduler if isinstance(scheduler, dict) else None,
                                    "num_thresholds": num_thresholds, "threshold_metric": threshold_metric})
         self.net = hydra.utils.instantiate(net_cfg)
+        self.loss = SegmentationLoss.from_config(_plain(loss) if loss is not None else None)
         self.channels_last = bool(channels_last)
         if self.channels_last:  # NHWC weights; inputs follow in forward (tensor-core convolutions on GPUs)
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -112,8 +114,10 @@ class LandslideSegmenter(L.LightningModule):
 
     def _step(self, batch: Mapping[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["bands"], batch["valid"])
-        target = batch["target"] if stage == "train" else batch["landslide"].float()
-        loss = masked_bce_with_logits(logits, target, batch["valid"])
+        if stage == "train":  # the training objective; validation and test report the thesis's masked BCE
+            loss = self.loss(logits, batch["target"], batch["valid"])
+        else:
+            loss = masked_bce_with_logits(logits, batch["landslide"].float(), batch["valid"])
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "test",
                  batch_size=logits.shape[0], sync_dist=stage != "train")
         return loss, logits
