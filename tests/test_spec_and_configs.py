@@ -88,9 +88,13 @@ def test_switch_off_options(tmp_path):
     wandb = compose_train(["logger=wandb"], tmp_path).logger.wandb
     assert wandb._target_.endswith("WandbLogger") and wandb.project == "insarslide"
     quick = compose_train(["experiment=quickstart"], tmp_path)
-    assert quick.data.builder.settings.n_scenes == 48 and quick.data.builder.settings.processing.looks_az == 4
+    assert quick.data.builder.settings.n_scenes == 240 and list(quick.data.builder.settings.size) == [384, 384]
+    assert quick.data.builder.settings.processing.looks_az == 4
+    assert quick.data.builder.settings.regimes.weights.vegetated == 0.2  # every regime mixed (simulate=regimes)
     assert quick.model.name == "unet_r18" and quick.split._target_.endswith("RegionSplit")
-    assert list(quick.split.fractions) == [0.6, 0.2, 0.2] and quick.sampler.epoch_length == 320
+    assert list(quick.split.fractions) == [0.5, 0.2, 0.3] and quick.sampler.epoch_length == 320
+    assert quick.module.loss.dice == 1.0 and quick.augment.coherence_bias == 0.1
+    assert quick.augment.band_offset.displacement == 0.05 and quick.augment.band_offset.coherence == 0.0
 
 
 def test_simulate_and_patches_configs_compose():
