@@ -200,7 +200,8 @@ def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_ro
     cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "model=tiny",
            "logger=[csv,wandb]",
            f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
-           "trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
+           "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",  # (the quickstart validates every 2nd)
+           "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
            f"hydra.sweep.dir={sweep}"]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
