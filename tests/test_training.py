@@ -240,3 +240,14 @@ def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_ro
     assert [row[recall] for row in table["data"]] == pytest.approx(
         [c["recall"] for c in metrics["size_classes"]["classes"]])
     assert summary["final/iou"] == pytest.approx(metrics["iou"])
+
+
+def test_a_run_shorter_than_the_validation_interval_is_flagged():
+    from insarslide.training.run import validation_never_runs
+
+    assert validation_never_runs(1, 2, False)          # the quickstart (every 2nd epoch) cut to one epoch
+    assert not validation_never_runs(2, 2, False)      # validates after the 2nd epoch
+    assert not validation_never_runs(20, 2, False)
+    assert not validation_never_runs(1, 2, True)       # fast_dev_run validates once whatever the interval
+    assert not validation_never_runs(-1, 2, False) and not validation_never_runs(None, 2, False)  # open-ended
+    assert not validation_never_runs(1, None, False)

@@ -319,7 +319,19 @@ def build_trainer_parts(cfg: DictConfig, choices: Mapping[str, Any], resume_step
     loggers = build_loggers(cfg.get("logger"), run_name, sweep_group(), resume_step)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  plugins=trainer_plugins(cfg))
+    if validation_never_runs(trainer.max_epochs, trainer.check_val_every_n_epoch, trainer.fast_dev_run):
+        log.warning("trainer.max_epochs=%s < trainer.check_val_every_n_epoch=%s: this run never validates, so no "
+                    "checkpoint is chosen and the threshold is not tuned; add trainer.check_val_every_n_epoch=1",
+                    trainer.max_epochs, trainer.check_val_every_n_epoch)
     return datamodule, module, callbacks, loggers, trainer
+
+
+def validation_never_runs(max_epochs: int | None, check_every: int | None, fast_dev_run: Any) -> bool:
+    """True when a run of ``max_epochs`` epochs ends before its first validation (every ``check_every``
+    epochs); a fast_dev_run always validates once, an open-ended run (``max_epochs`` -1 or None) may."""
+    if fast_dev_run or max_epochs is None or max_epochs < 0 or not check_every:
+        return False
+    return max_epochs < check_every
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
