@@ -134,3 +134,24 @@ def test_report_intervals_and_paired_comparisons_on_two_arms_of_three_seeds(tmp_
     # b with its two baselines (0, 0), a with its rule (+), then b against a (-), said from a's side above.
     assert comparisons["sign"].tolist() == [0, 0, 1, -1]
     assert comparisons["delta_iou"].tolist() == pytest.approx([0, 0, 0.5, -0.5])
+
+
+def test_arms_figure_draws_each_predictor_with_its_interval():
+    from insarslide.reporting.figures import arms_figure
+
+    arms = pd.DataFrame([
+        {"sigma": 0, "predictor": "model", "iou": 0.30, "iou_low": 0.20, "iou_high": 0.35},
+        {"sigma": 0, "predictor": "best_single_band", "iou": 0.10, "iou_low": 0.05, "iou_high": 0.12},
+        {"sigma": 3, "predictor": "model", "iou": 0.25, "iou_low": 0.10, "iou_high": 0.40},
+        {"sigma": 3, "predictor": "best_single_band", "iou": 0.10, "iou_low": 0.05, "iou_high": 0.12},
+        {"sigma": 3, "predictor": "all_landslide", "iou": 0.02, "iou_low": 0.01, "iou_high": 0.03},  # not shown
+    ])
+    ax = arms_figure(arms, ["sigma"]).axes[0]
+    bars = [(round(b.get_x() + b.get_width() / 2, 3), b.get_height()) for b in ax.patches]
+    # two arms (sigma 0, 3) x two predictors, side by side around x = 0 and 1
+    assert bars == [(-0.2, 0.30), (0.8, 0.25), (0.2, 0.10), (1.2, 0.10)]
+    # error bars from the interval, not a standard deviation: model at sigma 3 spans 0.10 to 0.40
+    spans = sorted(tuple(round(v, 3) for v in seg[:, 1]) for coll in ax.collections for seg in coll.get_segments())
+    assert (0.1, 0.4) in spans and (0.2, 0.35) in spans and (0.05, 0.12) in spans
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "3"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["model", "best single band"]

@@ -145,6 +145,30 @@ def runs_figure(summary: pd.DataFrame, label_columns: Sequence[str], title: str 
     return fig
 
 
+def arms_figure(arms: pd.DataFrame, label_columns: Sequence[str], title: str = "",
+                predictors: Sequence[str] = ("model", "best_single_band", "logistic_regression")) -> Figure:
+    """Test IoU per arm and predictor with its 95% interval (bootstrap over seeds x test scenes): the
+    report's ``table_arms.csv`` as a picture, the model beside its baselines on the same scenes."""
+    shown = [p for p in predictors if p in set(arms["predictor"])]
+    groups = list(dict.fromkeys(tuple(row[c] for c in label_columns) for _, row in arms.iterrows()))
+    fig = Figure(figsize=(max(5, 1.0 * len(groups) * max(1, len(shown)) / 2), 4))
+    ax = fig.subplots()
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(shown))
+    for j, predictor in enumerate(shown):
+        rows = {tuple(r[c] for c in label_columns): r for _, r in arms[arms["predictor"] == predictor].iterrows()}
+        values, low, high = (np.array([rows[g][k] if g in rows else np.nan for g in groups], dtype=float)
+                             for k in ("iou", "iou_low", "iou_high"))
+        ax.bar(x + (j - (len(shown) - 1) / 2) * width, values, width, label=predictor.replace("_", " "),
+               yerr=np.vstack([values - low, high - values]), capsize=3)
+    ax.set_xticks(x, [" ".join(str(v) for v in g) for g in groups], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("test IoU [95% interval]")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "test IoU per arm, model and baselines")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write a PNG atomically and close the figure."""
     with atomic_path(path) as tmp:

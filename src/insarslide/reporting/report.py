@@ -334,7 +334,7 @@ def interval_markdown(intervals: Mapping[str, Any], confidence: float = 0.95) ->
 
 def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> dict[str, Any]:
     """Write the report files into ``folder``; returns the tables and failures."""
-    from insarslide.reporting.figures import runs_figure, save_figure, size_class_figure
+    from insarslide.reporting.figures import arms_figure, runs_figure, save_figure, size_class_figure
 
     folder = Path(folder)
     table, classes, failed = collect_runs(folder)
@@ -356,6 +356,10 @@ def write_report(folder: str | Path, by: Sequence[str] = ("model", "sigma")) -> 
     write_text_atomic(folder / "report.md", "\n".join(parts))
     if not summary.empty:
         save_figure(runs_figure(summary, list(by), f"test scores by {', '.join(by)}"), folder / "figures" / "report_runs.png")
+    if not intervals["arms"].empty:
+        keys = [c for c in by if c in intervals["arms"]]
+        save_figure(arms_figure(intervals["arms"], keys, f"test IoU by {', '.join(keys)}, 95% intervals"),
+                    folder / "figures" / "report_arms.png")
     if not sizes.empty:
         keys = [c for c in by if c in sizes]
         per_group = {" ".join(str(v) for v in key) if isinstance(key, tuple) else str(key):
