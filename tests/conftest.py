@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,41 @@ def compose_train(overrides: list[str], output_dir: Path, data_root: Path | None
         return compose(config_name="train", overrides=base + list(overrides), return_hydra_config=True)
 
 
+def predict_config(tmp_path: Path, *raw: str, tile_size: int | None = 64, **overrides):
+    """conf/predict.yaml composed with overrides (``raw``: dotted ones such as ``"window.overlap=0"``)."""
+    from hydra import compose, initialize_config_dir
+
+    base = [f"output_dir={tmp_path / 'maps'}", "progress=false", "maps.cog_blocksize=128"]
+    if tile_size is not None:
+        base.append(f"window.tile_size={tile_size}")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="predict",
+                       overrides=base + list(raw) + [f"{k}={v}" for k, v in overrides.items()])
+
+
+def process_config(*overrides):
+    """conf/process.yaml (the DInSAR chain's settings) composed with overrides, resolved to plain containers."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("process", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def worktree_env(**extra: str) -> dict:
     """Environment for a subprocess that must import this checkout's packages (src/insarslide and data_prep),
     not an installed copy, whatever folder it runs in."""
     paths = [str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
+
+
+def run_cli(main, monkeypatch, argv: list[str]) -> int:
+    """A Hydra entry point (``train_main``, ``evaluate_main``, ``predict_main``) run in this process as its
+    command line runs it: ``sys.argv`` set, the exit status returned (0 when it returns). A process is not
+    the point of most CLI tests, and starting one costs seconds of imports."""
+    monkeypatch.setattr(sys, "argv", ["prog", *argv])
+    try:
+        main()
+    except SystemExit as stop:
+        return 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+    return 0

@@ -14,7 +14,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO, worktree_env
+from conftest import worktree_env
 from fake_cdse import PASSWORD, USERNAME, FakeCdse, iburi_catalogue, safe_zip
 from shapely.geometry import box
 

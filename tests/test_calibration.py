@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from test_predict import PHASE, labelled_scene, logit, phase_copy_module, predict_config, save_checkpoint
+from conftest import predict_config
+from data.predictors import PHASE, labelled_scene, logit, phase_copy_module, save_checkpoint
 
 from insarslide.metrics import calibration as cal
 from insarslide.reporting.figures import reliability_figure

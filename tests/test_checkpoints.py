@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, compose_train, worktree_env
+from conftest import compose_train, worktree_env
 from insarslide.training.checkpoints import (
     RECORD_KEY,
     CheckpointError,

@@ -4,14 +4,13 @@ a fresh machine's first command, and where data_prep commands write their logs."
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import hydra
 import numpy as np
 import pytest
 
-from conftest import REPO, TEST_PATCH, compose_train, simulator_config
+from conftest import TEST_PATCH, compose_train, run_cli, simulator_config
 from insarslide.runfiles import read_failures
 
 
@@ -141,18 +140,21 @@ def test_missing_data_set_says_what_to_do(tmp_path):
         dm.prepare_data()
 
 
-@pytest.mark.e2e
-def test_the_designs_sweep_on_a_fresh_machine_expands_its_grid_and_says_what_to_do(tmp_path):
+def test_the_designs_sweep_on_a_fresh_machine_expands_its_grid_and_says_what_to_do(tmp_path, monkeypatch, capfd):
     # In a sweep a missing data set is a job failure like any other (issue 15: the other jobs run on, e.g.
     # when only one value of a swept data.root is wrong); every job lands in failures.csv with the message.
     # The design's 2 x 3 grid is one job per (model, sigma) pair (this test once had a twin that trained all six;
-    # a swept job that trains and writes metrics.json: tests/test_sweeps.py).
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5",
-           f"hydra.sweep.dir={tmp_path / 'multirun'}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
-    assert done.returncode == 1
-    assert "experiment=quickstart" in done.stderr and "data_prep.patches" in done.stderr
+    # a swept job that trains and writes metrics.json: tests/test_sweeps.py). In-process, as the command runs
+    # it (the installed script's main); a new process would only add seconds of imports.
+    from insarslide.training.cli import train_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INSARSLIDE_ROOT", str(tmp_path))
+    code = run_cli(train_main, monkeypatch, ["-m", "model=segformer_b2,segformer_b3", "smoothing.sigma=0,3,5",
+                                              f"hydra.sweep.dir={tmp_path / 'multirun'}"])
+    assert code == 1
+    err = capfd.readouterr().err
+    assert "experiment=quickstart" in err and "data_prep.patches" in err
     failures = (tmp_path / "multirun" / "failures.csv").read_text()
     assert failures.count("MissingDataSet") == 6 and "experiment=quickstart" in failures
     rows = read_failures(tmp_path / "multirun")
@@ -160,10 +162,9 @@ def test_the_designs_sweep_on_a_fresh_machine_expands_its_grid_and_says_what_to_
     assert sorted(r["overrides"] for r in rows) == sorted(f"model={m} smoothing.sigma={s}"
                                                           for m in ("segformer_b2", "segformer_b3") for s in (0, 3, 5))
     # A single run still stops with the one message and status 2, without a traceback.
-    done = subprocess.run([sys.executable, str(REPO / "train.py"), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "INSARSLIDE_ROOT": str(tmp_path)})
-    assert done.returncode == 2 and "data_prep.patches" in done.stderr and "Traceback" not in done.stderr
+    code = run_cli(train_main, monkeypatch, [f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capfd.readouterr().err
+    assert code == 2 and "data_prep.patches" in err and "Traceback" not in err
 
 
 def test_data_prep_commands_keep_their_logs_next_to_their_outputs(tmp_path, monkeypatch):

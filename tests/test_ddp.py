@@ -3,7 +3,7 @@
 The data set (tests/data/odd_patches.py) has 7 validation and 5 test patches:
 Lightning's own distributed sampler would give one process a repeated patch of
 each split. Training is a no-op (learning rate 0, a network without BatchNorm:
-U-Net on MiT-B0 with plain decoder convolutions), so both runs evaluate the same
+the tiny U-Net with ``model.net.norm=false``), so both runs evaluate the same
 weights and every count must agree exactly. The DDP run goes through a small
 launcher that records, per process, which run files it writes: only rank 0 may.
 """
@@ -24,7 +24,7 @@ from insarslide.training.run import train
 from conftest import worktree_env
 
 RUN = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
-       "sampler=uniform", "model=unet_r34", "model.net.encoder_name=mit_b0", "+model.net.decoder_use_norm=false",
+       "sampler=uniform", "model=tiny", "model.net.norm=false",
        "optimizer.lr=0", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
        "trainer.enable_model_summary=false", "logger=csv"]
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import CONF
 from data.scenes import PIXEL_M
-from test_predict import FAST_MAPS, SMALL, labelled_scene, phase_copy_module, save_checkpoint
+from conftest import predict_config
+from data.predictors import FAST_MAPS, SMALL, labelled_scene, phase_copy_module, save_checkpoint
 
 from insarslide.inference import browser_check, html_map
 from insarslide.inference.predict import predict_scene, predict_scenes
@@ -83,7 +84,6 @@ def test_script_json_cannot_close_the_script_element():
 
 
 def test_predict_writes_maps_and_index_unless_switched_off(tmp_path):
-    from test_predict import predict_config
 
     path, _ = labelled_scene(tmp_path / "sw.nc")
     ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt")

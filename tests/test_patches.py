@@ -185,7 +185,7 @@ def test_cli_exit_codes_and_resume(tmp_path):
 
 def test_catalogue_fills_snap_export_attributes(tmp_path):
     from data_prep.events import load_catalogue
-    from test_scene_reader import snap_export
+    from data.snap_products import snap_export
 
     catalogue = load_catalogue()
     assert len(catalogue) == 20 and catalogue["lombok_2018"].post_date == "2018-08-23"

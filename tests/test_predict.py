@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,60 +11,21 @@ import pytest
 import rasterio
 import torch
 import xarray as xr
-from conftest import CONF, REPO, worktree_env
+from conftest import REPO, predict_config, run_cli
 from data.scenes import PIXEL_M, make_scene, position_bands
 from pyproj import Geod
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
-from test_scene_reader import snap_export
+from data.predictors import (FAST_MAPS, PHASE, SMALL, conv_module, labelled_scene, logit, phase_copy_module,
+                             save_checkpoint)
+from data.snap_products import snap_export
 
 from insarslide.inference.maps import QuickLook, RegionCollector
-from insarslide.models.module import LandslideSegmenter
 from insarslide.inference.options import MapOptions, WindowOptions
 from insarslide.inference.predict import CheckpointError, OutputDirError, predict_scene, predict_scenes
 from insarslide.inference.windows import blend_scene, blend_weight, source_index, window_origins
 from insarslide.contract.scene import open_scene
 from insarslide.contract.spec import BANDS
-
-PHASE = BANDS.index("phase")
-
-
-def conv_module(kernel_size: int = 1, padding_mode: str = "zeros", seed: int = 0) -> LandslideSegmenter:
-    """A module whose net is one Conv2d (rebuilt from its config when a checkpoint is loaded)."""
-    torch.manual_seed(seed)
-    net = {"_target_": "torch.nn.Conv2d", "in_channels": len(BANDS), "out_channels": 1,
-           "kernel_size": kernel_size, "padding": kernel_size // 2, "padding_mode": padding_mode}
-    return LandslideSegmenter(net=net, bands=list(BANDS)).eval()
-
-
-def phase_copy_module(threshold: float = 0.5) -> LandslideSegmenter:
-    """Pointwise model: logit = phase, so probability = sigmoid(phase) at every pixel."""
-    module = conv_module()
-    with torch.no_grad():
-        module.net.weight.zero_()
-        module.net.weight[0, PHASE] = 1.0
-        module.net.bias.zero_()
-        module.threshold.fill_(threshold)
-    return module
-
-
-def save_checkpoint(module: LandslideSegmenter, path: Path, patch_size: int | None = None) -> Path:
-    """A Lightning checkpoint of ``module``; with ``patch_size``, carrying the record train.py writes."""
-    import lightning as L
-
-    from insarslide.training.checkpoints import RECORD_KEY, load_checkpoint, save_checkpoint_atomic
-
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.strategy.connect(module)
-    trainer.save_checkpoint(path)
-    if patch_size is not None:
-        state = load_checkpoint(path)
-        state[RECORD_KEY] = {"bands": list(module.hparams.bands), "model_name": "", "net": module.hparams.net,
-                             "patch_size": patch_size}
-        save_checkpoint_atomic(state, path)
-    return path
-
 
 def assemble(module, scene_path, options: WindowOptions, **kwargs) -> tuple[np.ndarray, list[tuple[int, int]]]:
     with open_scene(scene_path) as scene:
@@ -76,14 +35,6 @@ def assemble(module, scene_path, options: WindowOptions, **kwargs) -> tuple[np.n
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x.astype(np.float64)))
-
-
-def logit(p: float) -> float:
-    return float(np.log(p / (1 - p)))
-
-
-SMALL = WindowOptions(tile_size=64, overlap=0.5, batch_size=4)
-FAST_MAPS = MapOptions(cog_blocksize=128)
 
 
 # ------------------------------------------------------------------ windows
@@ -197,23 +148,6 @@ def test_quicklook_keeps_a_small_landslide_when_reducing():
 
 
 # ---------------------------------------------------------------- map files
-def labelled_scene(path: Path, h: int = 300, w: int = 257, crs_wkt: str | None = "utm") -> tuple[Path, dict]:
-    """Phase = logit(0.9) in two rectangles, logit(0.1) elsewhere; a no-data hole cuts rectangle B."""
-    bands = position_bands(h, w)
-    phase = np.full((h, w), logit(0.1), np.float32)
-    phase[20:30, 10:25] = logit(0.9)  # A: 10 x 15 = 150 px
-    phase[200:240, 100:140] = logit(0.9)  # B: 40 x 40, of which rows 200..209 are no-data
-    bands["phase"] = phase
-    valid = np.ones((h, w), np.uint8)
-    valid[190:210, :] = 0
-    landslide = np.zeros((h, w), np.uint8)
-    landslide[20:30, 10:20] = 1  # 100 true pixels inside A, 50 of A are false positives
-    landslide[250:260, 0:5] = 1  # 50 missed pixels
-    kwargs = {} if crs_wkt == "utm" else {"crs_wkt": crs_wkt}
-    make_scene(path, h, w, bands=bands, valid=valid, landslide=landslide, event_id=path.stem, **kwargs)
-    return path, {"A": 150, "B": 30 * 40, "tp": 100, "fp": 50 + 1200, "fn": 50}
-
-
 def test_maps_are_cogs_on_the_scene_grid_with_nodata(tmp_path):
     path, expected = labelled_scene(tmp_path / "utm_scene.nc")
     result = predict_scene(phase_copy_module(), path, tmp_path / "out", threshold=0.5, window=SMALL, maps=FAST_MAPS)
@@ -347,18 +281,6 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path):
 
 
 # ---------------------------------------------------------------- refusals
-def predict_config(tmp_path: Path, *raw: str, tile_size: int | None = 64, **overrides):
-    """conf/predict.yaml composed with overrides (``raw``: dotted ones such as ``"window.overlap=0"``)."""
-    from hydra import compose, initialize_config_dir
-
-    base = [f"output_dir={tmp_path / 'maps'}", "progress=false", "maps.cog_blocksize=128"]
-    if tile_size is not None:
-        base.append(f"window.tile_size={tile_size}")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="predict",
-                       overrides=base + list(raw) + [f"{k}={v}" for k, v in overrides.items()])
-
-
 def scene_without(path: Path, band: str) -> Path:
     good = make_scene(path.with_name("full_" + path.name), 20, 20, event_id=path.stem)
     with xr.open_dataset(good, engine="h5netcdf") as ds:
@@ -402,28 +324,29 @@ def test_refusals_name_the_problem_and_write_nothing(tmp_path):
     assert bad.is_file()
 
 
-@pytest.mark.e2e
-def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tmp_path):
+def test_command_line_shards_over_machines_and_exits_nonzero_listing_failures(tmp_path, monkeypatch, capfd):
+    # The command as a user types it, run in this process (predict.py's main; a new process adds only imports).
+    from insarslide.inference.cli import predict_main
+
     ckpt = save_checkpoint(phase_copy_module(), tmp_path / "m.ckpt")
     scenes = tmp_path / "scenes"
     for name in ("s0", "s1", "s2"):
         make_scene(scenes / f"{name}.nc", 20, 24, event_id=name)
     scene_without(scenes / "s3.nc", "elevation")
     out = tmp_path / "maps"
-    common = [sys.executable, str(REPO / "predict.py"), f"checkpoint={ckpt}", f"scenes={scenes}/*.nc",
-              f"output_dir={out}", "window.tile_size=64", "progress=false"]
-    env = worktree_env()  # this checkout's code
-    done = subprocess.run(common[:2] + ["-m"] + common[2:] + ["num_shards=2", "shard=0,1"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode != 0
-    assert "s3.nc" in done.stderr and "elevation" in done.stderr
+    common = [f"checkpoint={ckpt}", f"scenes={scenes}/*.nc", f"output_dir={out}", "window.tile_size=64",
+              "progress=false"]
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(predict_main, monkeypatch, ["-m", *common, "num_shards=2", "shard=0,1"]) != 0
+    err = capfd.readouterr().err
+    assert "s3.nc" in err and "elevation" in err
     assert sorted(p.name for p in out.glob("*_landslides.tif")) == ["s0_landslides.tif", "s1_landslides.tif",
                                                                     "s2_landslides.tif"]
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00" * 10)
-    done = subprocess.run(common[:2] + [f"checkpoint={junk}"] + common[3:], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600, env=env)
-    assert done.returncode == 1 and "junk.ckpt" in done.stderr and "Traceback" not in done.stderr
+    code = run_cli(predict_main, monkeypatch, [f"checkpoint={junk}", *common[1:]])
+    err = capfd.readouterr().err
+    assert code == 1 and "junk.ckpt" in err and "Traceback" not in err
 
 
 # ------------------------------------------------- settings from the checkpoint

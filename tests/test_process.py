@@ -1,6 +1,5 @@
 """python -m data_prep.process: the NumPy backend on a co-registered pair, finding an event's SLCs, the CLI."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from data_prep.process import PairError, find_pair, process_numpy_pair
 from insarslide.contract.scene import open_scene
 from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
-from test_snap_chain import process_config
+from conftest import process_config
 from conftest import worktree_env
 
 LOOKS_AZ, LOOKS_RG = 2, 8

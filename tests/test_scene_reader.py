@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 from data.scenes import make_scene, position_bands
+from data.snap_products import snap_export
 from insarslide.contract.scene import SceneError, open_scene
 from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS
@@ -44,23 +45,6 @@ def test_scene_without_crs_is_flagged_not_refused(tmp_path):
     path = make_scene(tmp_path / "nocrs.nc", 3, 3, crs_wkt=None)
     with open_scene(path) as scene:
         assert not scene.georeferenced and any("ungeoreferenced" in w for w in scene.warnings)
-
-
-def snap_export(path, h=5, w=6, extra=None):
-    b = position_bands(h, w)
-    tag = "_IW2_VV_03Jun2022_15Jun2022"
-    names = {"phase": f"Phase_ifg{tag}", "coherence": f"coh{tag}", "intensity": f"Intensity_ifg{tag}",
-             "elevation": "elevation", "displacement": "displacement", "unwrapped_phase": f"Unw_Phase_ifg{tag}",
-             "local_incidence_angle": "localIncidenceAngle"}
-    units = {"phase": "radian", "coherence": "", "intensity": "", "elevation": "meters", "displacement": "m",
-             "unwrapped_phase": "radian", "local_incidence_angle": "deg"}
-    ds = xr.Dataset({names[k]: (("lat", "lon"), v, {"units": units[k]}) for k, v in b.items()},
-                    coords={"lat": 45.0 - np.arange(h) * 0.0003, "lon": 10.0 + np.arange(w) * 0.0003})
-    for k, v in (extra or {}).items():
-        ds[k] = (("lat", "lon"), v)
-    ds.attrs.update(event_id="lombok_2018")
-    ds.to_netcdf(path, engine="h5netcdf")
-    return path
 
 
 def test_snap_export_is_mapped_by_pattern(tmp_path):

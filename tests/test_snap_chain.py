@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from data.fake_gpt import true_unwrapped
 from data_prep.snap.chain import DiskSpaceError, run_event
@@ -17,17 +16,9 @@ from data_prep.snap.runners import SnapError
 from insarslide.contract.scene import open_scene
 from insarslide.contract.validation import validate_scene
 from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
-from conftest import worktree_env
+from conftest import process_config, worktree_env
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def process_config(*overrides):
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("process", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from data_prep.snap.graph import (geocode_graph, interferogram_graph, parameters
                                   range_looks, resolve_parameters, snaphu_export_graph)
 from data_prep.snap.operators import OPERATORS, GraphError, check_parameters, parse_version
 from data_prep.snap.runners import SnapError, SnappyRunner, find_gpt, import_snappy
-from test_snap_chain import process_config
+from conftest import process_config
 
 
 def thesis_parameters(*overrides):

@@ -134,3 +134,7 @@ def test_tiny_model_is_small_and_keeps_the_patch_grid(tmp_path):
     by_hand = (7 * 16 * 9 + 32) + (16 * 32 * 9 + 64) + (32 * 32 * 9 + 64) + (64 * 16 * 9 + 32) + (32 * 16 * 9 + 32) + 17
     assert sum(p.numel() for p in net.parameters()) == by_hand == 28897
     assert net(torch.zeros(2, 7, 64, 96)).shape == (2, 1, 64, 96)
+    # model.net.norm=false (the DDP test's network): convolutions with bias, no BatchNorm, no running statistics.
+    plain = hydra.utils.instantiate(compose_train(["model=tiny", "model.net.norm=false"], tmp_path).model.net)
+    by_hand = (7 * 16 * 9 + 16) + (16 * 32 * 9 + 32) + (32 * 32 * 9 + 32) + (64 * 16 * 9 + 16) + (32 * 16 * 9 + 16) + 17
+    assert sum(p.numel() for p in plain.parameters()) == by_hand == 28785 and not list(plain.buffers())

@@ -20,7 +20,7 @@ from data.odd_patches import PATCH, SPLIT_OVERRIDES, write_odd_patch_set
 from insarslide.reporting.report import collect_runs, main as report_main
 from insarslide.runfiles import FAILURES_FILE, LOCK_FILE, RECORDS_DIR, read_failures, record_failure
 from insarslide.training.sweeps import FailureLog
-from conftest import worktree_env
+from conftest import run_cli, worktree_env
 
 TINY = [*SPLIT_OVERRIDES, f"data.patch_size={PATCH}", "data.batch_size=2", "data.num_workers=0", "oversample=none",
         "sampler=uniform", "model=tiny", "++trainer.fast_dev_run=true", "trainer.accelerator=cpu",
@@ -32,15 +32,19 @@ def job_overrides(run) -> list[str]:
     return list(OmegaConf.load(run / ".hydra" / "overrides.yaml"))
 
 
-@pytest.mark.e2e
-def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, capsys):
+def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, monkeypatch, capsys):
+    # The sweep command run in this process (train.py's main with Hydra's basic launcher, as a user runs it);
+    # the launchers that start processes: the joblib test below and tests/test_ddp.py.
+    from insarslide.training.cli import train_main
+
     good = write_odd_patch_set(tmp_path / "data")
     missing = tmp_path / "nothing_here"
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", *TINY, f"data.root={good},{missing}", "seed=1,2",
-           f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=worktree_env())
-    assert done.returncode == 1, done.stderr[-3000:]  # a sweep with failures exits non-zero, after all its jobs
+    monkeypatch.chdir(tmp_path)
+    code = run_cli(train_main, monkeypatch, ["-m", *TINY, f"data.root={good},{missing}", "seed=1,2",
+                                             f"hydra.sweep.dir={sweep}"])
+    assert code == 1  # a sweep with failures exits non-zero, after all its jobs
+    capsys.readouterr()
 
     jobs = {int(run.name): job_overrides(run) for run in sweep.iterdir() if (run / ".hydra").is_dir()}
     failing = sorted(n for n, overrides in jobs.items() if f"data.root={missing}" in overrides)
@@ -62,7 +66,7 @@ def test_failed_job_ends_no_other_and_is_recorded_and_reported(tmp_path, capsys)
     table, _, failed = collect_runs(sweep)
     assert len(table) == 2
     assert [(f["run"], f["job"]) for f in failed] == [(str(n), n) for n in failing]
-    assert all(f["reason"].startswith("MissingDataSet") and f"seed=" in f["overrides"] for f in failed)
+    assert all(f["reason"].startswith("MissingDataSet") and "seed=" in f["overrides"] for f in failed)
     assert report_main([str(sweep), "--by", "model,seed"]) == 0
     out = capsys.readouterr().out
     assert f"failed: {failing[0]} (job {failing[0]}, " in out and "MissingDataSet" in out

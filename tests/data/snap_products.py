@@ -17,6 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
+
+from data.scenes import position_bands
 
 from insarslide.contract.spec import S1_WAVELENGTH_M
 
@@ -145,3 +148,22 @@ def snaphu_export_folder(folder: Path, phase: np.ndarray, coherence: np.ndarray,
     write_envi_header((folder / unw_img).with_suffix(".hdr"), phase.shape, f"UnwPhase_ifg{TAG}")
     (folder / "snaphu.conf").write_text(snaphu_conf(phase_img, coh_img, unw_img, phase.shape[1], **conf))
     return folder
+
+
+def snap_export(path, h=5, w=6, extra=None):
+    """A SNAP NetCDF export of an older layout (bands on ``lat``/``lon``, SNAP's tagged names and units, no
+    fill values): position-coded bands (:func:`data.scenes.position_bands`), ``extra`` variables added."""
+    b = position_bands(h, w)
+    tag = "_IW2_VV_03Jun2022_15Jun2022"
+    names = {"phase": f"Phase_ifg{tag}", "coherence": f"coh{tag}", "intensity": f"Intensity_ifg{tag}",
+             "elevation": "elevation", "displacement": "displacement", "unwrapped_phase": f"Unw_Phase_ifg{tag}",
+             "local_incidence_angle": "localIncidenceAngle"}
+    units = {"phase": "radian", "coherence": "", "intensity": "", "elevation": "meters", "displacement": "m",
+             "unwrapped_phase": "radian", "local_incidence_angle": "deg"}
+    ds = xr.Dataset({names[k]: (("lat", "lon"), v, {"units": units[k]}) for k, v in b.items()},
+                    coords={"lat": 45.0 - np.arange(h) * 0.0003, "lon": 10.0 + np.arange(w) * 0.0003})
+    for k, v in (extra or {}).items():
+        ds[k] = (("lat", "lon"), v)
+    ds.attrs.update(event_id="lombok_2018")
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path

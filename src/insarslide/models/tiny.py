@@ -11,19 +11,21 @@ import torch
 from torch import nn
 
 
-def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+def _block(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    if not norm:  # a network whose output depends on its weights alone (no running statistics)
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class TinyUNet(nn.Module):
-    def __init__(self, in_channels: int, classes: int = 1, width: int = 16):
+    def __init__(self, in_channels: int, classes: int = 1, width: int = 16, norm: bool = True):
         super().__init__()
-        self.down1 = _block(in_channels, width)
-        self.down2 = _block(width, 2 * width)
-        self.bottom = _block(2 * width, 2 * width)
-        self.up2 = _block(4 * width, width)
-        self.up1 = _block(2 * width, width)
+        self.down1 = _block(in_channels, width, norm)
+        self.down2 = _block(width, 2 * width, norm)
+        self.bottom = _block(2 * width, 2 * width, norm)
+        self.up2 = _block(4 * width, width, norm)
+        self.up1 = _block(2 * width, width, norm)
         self.head = nn.Conv2d(width, classes, 1)
         self.pool = nn.MaxPool2d(2)
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
