@@ -12,9 +12,8 @@ from data_prep import dinsar
 from insarslide.contract.validation import validate_scene
 from data_prep import simulate
 from data_prep.landslides import area_quantiles
-from data_prep.simulate import (TRUTH_SUFFIX, fractal_dem, layover_shadow, power_law_field,
-                                radial_spectrum_slope, simulate_dataset, simulate_scene, simulate_slc_pair,
-                                simulate_truth, viewing_geometry)
+from data_prep.simulate import TRUTH_SUFFIX, simulate_dataset, simulate_scene, simulate_slc_pair, simulate_truth
+from data_prep.terrain import fractal_dem, layover_shadow, power_law_field, radial_spectrum_slope, viewing_geometry
 from insarslide.contract.spec import BANDS, S1_WAVELENGTH_M
 
 

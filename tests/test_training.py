@@ -1,4 +1,6 @@
+import io
 import json
+import os
 import subprocess
 import sys
 
@@ -6,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, THESIS_MILLIONS, compose_train, worktree_env
+from conftest import REPO, THESIS_MILLIONS, compose_train, run_cli, worktree_env
 from insarslide.training.checkpoints import load_checkpoint, load_module
 from insarslide.data.normalization import band_statistics
 from insarslide.data.patchstore import PatchStore
@@ -191,22 +193,30 @@ def wandb_records(path):
             pending += payload
 
 
-@pytest.mark.e2e
-def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_root):
-    env = {k: v for k, v in worktree_env().items() if not k.startswith("WANDB_")}
-    env["HOME"] = str(tmp_path / "home")  # no ~/.netrc login either
+def test_wandb_without_api_key_logs_offline_without_prompting(tmp_path, patch_root, monkeypatch, capfd):
+    # The sweep command in this process (train.py's main): a user with no W&B key and no login.
+    import wandb
+
+    from insarslide.training.cli import train_main
+
+    for name in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login either
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # a prompt would read an empty answer, not wait
+    monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "sweeps" / "thesis_sweep"
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "experiment=quickstart", "model=tiny",
-           "logger=[csv,wandb]",
-           f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
-           "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",  # (the quickstart validates every 2nd)
-           "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
-           "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
-           f"hydra.sweep.dir={sweep}"]
-    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env,
-                          stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "wandb sync" in done.stdout + done.stderr  # says how to upload later
+    argv = ["-m", "experiment=quickstart", "model=tiny", "logger=[csv,wandb]",
+            f"data.root={patch_root}", "data.patch_size=64", "data.batch_size=4", "oversample.crop_size=32",
+            "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1",  # (the quickstart validates every 2nd)
+            "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=2",
+            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "eval.baselines=false",
+            f"hydra.sweep.dir={sweep}"]
+    try:
+        assert run_cli(train_main, monkeypatch, argv) == 0
+    finally:
+        wandb.teardown()
+    captured = capfd.readouterr()
+    assert "wandb sync" in captured.out + captured.err  # says how to upload later
     run_dir = sweep / "0"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert (run_dir / "csv").is_dir()  # both loggers ran
