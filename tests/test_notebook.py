@@ -29,6 +29,18 @@ def test_notebook_runs_on_a_tiny_run(tmp_path, patch_root, monkeypatch):
         assert section["scenes"] == model["scenes"] and section["average_precision"] is None
         assert section["iou"]["estimate"] == pytest.approx(metrics["baselines"][name]["iou"], abs=1e-9)
     assert (run / "maps.npz").is_file() and (run / "curves.json").is_file()
+    # Which pixels each test scene had (what the report's paired comparisons check): the scene's test rows of
+    # split.csv (row order of the store), digested.
+    import pandas as pd
+
+    from insarslide.data.patchstore import PatchStore
+
+    split = pd.read_csv(run / "split.csv")
+    store = PatchStore(patch_root)
+    for scene in model["scenes"]:
+        rows = split.index[(split["split"] == "test") & (split["event_id"] == scene)].tolist()
+        assert model["scene_digests"][scene] == store.content_digest(rows)[:16]
+    assert len(set(model["scene_digests"].values())) == len(model["scenes"])
     # The kernel is a fresh process: it must import this worktree's package, and it reads RESULTS from the env.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), str(REPO)]))
     monkeypatch.setenv("INSARSLIDE_RESULTS", str(tmp_path / "sweep"))

@@ -256,3 +256,29 @@ def test_workers_open_their_own_handles_on_compressed_shards(tmp_path):
             np.testing.assert_array_equal(batch["bands"][slot].numpy(), bands)
             np.testing.assert_array_equal(batch["landslide"][slot].numpy(), landslide)
             np.testing.assert_array_equal(batch["valid"][slot].numpy(), valid)
+
+
+def test_content_digest_names_the_pixels_not_the_files(tmp_path):
+    import hashlib
+
+    from data.odd_patches import write_odd_patch_set
+
+    root = write_odd_patch_set(tmp_path / "a")
+    copy = tmp_path / "b"
+    shutil.copytree(root, copy)  # another folder, other file stamps, the same pixels
+    store = PatchStore(root)
+    rows = [int(r) for r in np.flatnonzero(store.table["event_id"].to_numpy() == "test_c")]
+    digest = store.content_digest(rows)
+    assert PatchStore(copy).content_digest(rows) == digest
+    # By hand: SHA-1 of each patch's float32 bands, uint8 labels and uint8 valid mask, patch after patch.
+    by_hand = hashlib.sha1()
+    for row in rows:
+        bands, landslide, valid = store.read(row)
+        by_hand.update(bands.astype(np.float32).tobytes() + landslide.astype(np.uint8).tobytes() +
+                       valid.astype(np.uint8).tobytes())
+    assert digest == by_hand.hexdigest()
+    assert store.content_digest(rows[::-1]) != digest  # order is part of it
+    # One band value changed in the copy's shard (labels untouched): other pixels, another digest.
+    with h5py.File(copy / "test_c.nc", "r+") as handle:
+        handle["bands"][rows.index(rows[0]), 0, 0, 0] += 1.0
+    assert PatchStore(copy).content_digest(rows) != digest

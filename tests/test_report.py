@@ -155,3 +155,24 @@ def test_arms_figure_draws_each_predictor_with_its_interval():
     assert (0.1, 0.4) in spans and (0.2, 0.35) in spans and (0.05, 0.12) in spans
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "3"]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["model", "best single band"]
+
+
+def test_report_pairs_arms_only_on_the_same_test_pixels(tmp_path):
+    # signal=weak and signal=strong of one data seed: the same scene names, other pixels. Each model is still
+    # compared with its own baseline; the two models are not compared, and the report says why.
+    counts = {"s1": [3, 1, 0], "s2": [6, 0, 2]}
+    for k, (signal, digest) in enumerate([("weak", "aaaa"), ("strong", "bbbb")]):
+        run = tmp_path / str(k)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- signal={signal}\n")
+        uncertainty = {"scene_counts": counts, "scene_digests": {"s1": "same", "s2": digest}}
+        metrics = {"model": "unet_r34", "sigma": 0.0, "seed": 42, "iou": 0.75, "f1": 0.5, "uncertainty": uncertainty,
+                   "baselines": {"best_single_band": {"iou": 0.25, "uncertainty": {"scene_counts": counts}}}}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    result = write_report(tmp_path, by=["signal", "model"])
+    pairs = result["comparisons"][["a", "b"]].values.tolist()
+    assert pairs == [["signal=strong model=unet_r34", "signal=strong model=unet_r34 best_single_band"],
+                     ["signal=weak model=unet_r34", "signal=weak model=unet_r34 best_single_band"]]
+    report = (tmp_path / "report.md").read_text()
+    assert ("'signal=strong model=unet_r34' and 'signal=weak model=unet_r34' were tested on other data: their test "
+            "scenes have the same names but other pixels (1 of 2 scenes, e.g. 's2')") in report

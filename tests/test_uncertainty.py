@@ -156,3 +156,21 @@ def test_wandb_summary_and_table_hold_the_intervals(tmp_path):
     table = logger.experiment.logged["tables/intervals"]
     assert [(r[0], r[1]) for r in table.data] == [("model", "iou"), ("model", "f1"), ("model", "average_precision"),
                                                   ("logistic_regression", "iou")]
+
+
+def test_arms_on_other_pixels_of_the_same_scene_names_are_not_paired():
+    # Two signal levels of one simulator seed: the same scene names, other pixels (other digests).
+    counts = [{"s1": [3, 1, 0], "s2": [6, 0, 2]}]
+    weak = Arm.from_runs("weak", counts, [{"s1": "aaaa", "s2": "bbbb"}])
+    strong = Arm.from_runs("strong", counts, [{"s1": "aaaa", "s2": "cccc"}])
+    with pytest.raises(ValueError, match=r"'weak' and 'strong' were tested on other data: .* \(1 of 2 scenes, "
+                                         r"e.g. 's2'\)"):
+        paired_comparison(weak, strong, SETTINGS)
+    same = Arm.from_runs("again", counts, [{"s1": "aaaa", "s2": "bbbb"}])
+    assert paired_comparison(weak, same, SETTINGS)["delta_iou"] == 0  # the same pixels: compared
+    # Runs without digests (older metrics.json) are compared by scene names, as before.
+    assert paired_comparison(Arm.from_runs("old", counts), strong, SETTINGS)["sign"] == 0
+    assert Arm.from_runs("mixed", counts * 2, [{"s1": "aaaa", "s2": "bbbb"}, None]).digests is None
+    # Seeds of one arm must share their pixels.
+    with pytest.raises(ValueError, match=r"run 1 was tested on other pixels than run 0 in scene\(s\) \['s1'\]"):
+        Arm.from_runs("arm", counts * 2, [{"s1": "aaaa", "s2": "bbbb"}, {"s1": "dddd", "s2": "bbbb"}])

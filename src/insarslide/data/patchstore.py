@@ -274,6 +274,16 @@ class PatchStore:
         _, landslide, valid = self.views(i)
         return np.array(landslide), np.array(valid)
 
+    def content_digest(self, rows: Sequence[int]) -> str:
+        """SHA-1 of the bands, labels and valid masks of patch ``rows`` in that order: the identity of a set of
+        test pixels. Two data sets with the same scene names (e.g. one simulator seed at two signal levels)
+        differ here, so a paired comparison is only made on the same pixels (insarslide.metrics.uncertainty)."""
+        digest = hashlib.sha1()
+        for row in rows:
+            for array in self.views(int(row)):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
+
     def label_fingerprint(self) -> str:
         """Changes whenever any shard's labels may have changed: the label checksums written with
         the shards, and each file's size and modification stamp (an edit in place)."""

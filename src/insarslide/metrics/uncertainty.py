@@ -179,12 +179,14 @@ class SceneTally:
         return out
 
 
-def model_uncertainty(parts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], settings: BootstrapSettings
-                      ) -> dict[str, Any]:
-    """The ``uncertainty`` section of the model in ``metrics.json``: per-scene counts and the intervals."""
+def model_uncertainty(parts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], settings: BootstrapSettings,
+                      digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``uncertainty`` section of the model in ``metrics.json``: per-scene counts and the intervals;
+    ``digests``: per test scene, the digest of its test pixels (``scene_digests``, what :class:`Arm` compares)."""
     scenes = sorted(parts)
     counts = {s: [int(v) for v in parts[s][0]] for s in scenes}
     section: dict[str, Any] = {**settings.describe(), "scenes": scenes, "scene_counts": counts,
+                               "scene_digests": {s: digests[s] for s in scenes if s in digests} if digests else None,
                                **scene_count_intervals(counts, settings), "average_precision": None}
     if scenes:
         section["average_precision"] = histogram_ap_interval(np.stack([parts[s][1] for s in scenes]),
@@ -221,15 +223,20 @@ def add_baseline_intervals(sections: dict[str, Any], rule_counts: Mapping[str, M
 # ------------------------------------------------------------------ arms: seeds x scenes
 @dataclass
 class Arm:
-    """Runs of one arm on the same test scenes: ``counts`` of shape (runs, scenes, 3) in ``scenes`` order."""
+    """Runs of one arm on the same test scenes: ``counts`` of shape (runs, scenes, 3) in ``scenes`` order;
+    ``digests``: per scene, the digest of its test pixels (``metrics.json`` ``uncertainty.scene_digests``), None
+    where the runs did not record one (older runs)."""
 
     name: str
     scenes: list[str]
     counts: np.ndarray
+    digests: dict[str, str] | None = None
 
     @classmethod
-    def from_runs(cls, name: str, runs: Sequence[Mapping[str, Sequence[int]]]) -> "Arm":
-        """From each run's per-scene counts (scene -> [tp, fp, fn]); every run must hold the same scenes."""
+    def from_runs(cls, name: str, runs: Sequence[Mapping[str, Sequence[int]]],
+                  digests: Sequence[Mapping[str, str] | None] | None = None) -> "Arm":
+        """From each run's per-scene counts (scene -> [tp, fp, fn]); every run must hold the same scenes, and,
+        where ``digests`` (one per run) are given, the same pixels of them."""
         if not runs:
             raise ValueError(f"arm {name!r}: no run with per-scene counts")
         scenes = sorted(runs[0])
@@ -237,7 +244,17 @@ class Arm:
             if sorted(run) != scenes:
                 raise ValueError(f"arm {name!r}: run {k} was tested on scenes {sorted(run)}, run 0 on {scenes}; "
                                  "runs of an arm must share their test scenes")
-        return cls(name, scenes, np.array([[list(run[s]) for s in scenes] for run in runs], dtype=np.int64))
+        known = [dict(d) for d in (digests or []) if d]
+        if known and len(known) < len(runs):
+            known = []  # some runs do not say which pixels: the arm cannot vouch for them
+        for k, other in enumerate(known[1:], start=1):
+            changed = sorted(s for s in scenes if other.get(s) != known[0].get(s))
+            if changed:
+                raise ValueError(f"arm {name!r}: run {k} was tested on other pixels than run 0 in scene(s) "
+                                 f"{changed} (another data set with the same scene names); runs of an arm must "
+                                 "share their test data")
+        return cls(name, scenes, np.array([[list(run[s]) for s in scenes] for run in runs], dtype=np.int64),
+                   known[0] if known else None)
 
 
 def _arm_values(arm: Arm, scene_weights: np.ndarray, run_weights: np.ndarray, score: str = "iou") -> np.ndarray:
@@ -266,6 +283,12 @@ def paired_comparison(a: Arm, b: Arm, settings: BootstrapSettings, paired_runs: 
     if a.scenes != b.scenes:
         raise ValueError(f"{a.name!r} and {b.name!r} were tested on different scenes ({a.scenes} and {b.scenes}): "
                          "a paired comparison needs the same test scenes")
+    if a.digests and b.digests:
+        changed = [s for s in a.scenes if a.digests.get(s) != b.digests.get(s)]
+        if changed:
+            raise ValueError(f"{a.name!r} and {b.name!r} were tested on other data: their test scenes have the same "
+                             f"names but other pixels ({len(changed)} of {len(a.scenes)} scenes, e.g. {changed[0]!r}): "
+                             "no paired comparison; compare their intervals side by side")
     if paired_runs and a.counts.shape[0] != b.counts.shape[0]:
         raise ValueError(f"paired runs: {a.name!r} has {a.counts.shape[0]} runs, {b.name!r} {b.counts.shape[0]}")
     rng = np.random.default_rng(settings.seed)

@@ -241,6 +241,12 @@ def scene_counts(metrics: Mapping[str, Any], predictor: str = "model") -> dict[s
     return (section or {}).get("scene_counts") or None
 
 
+def scene_digests(metrics: Mapping[str, Any]) -> dict[str, str] | None:
+    """Per test scene, the digest of the pixels a run was tested on (the model's and its baselines' alike);
+    None for runs written before the digests existed."""
+    return (metrics.get("uncertainty") or {}).get("scene_digests") or None
+
+
 def _arm_name(by: Sequence[str], key: Any) -> str:
     values = key if isinstance(key, tuple) else (key,)
     return " ".join(f"{c}={v}" for c, v in zip(by, values))
@@ -249,8 +255,9 @@ def _arm_name(by: Sequence[str], key: Any) -> str:
 def interval_tables(folder: str | Path, table: pd.DataFrame, by: Sequence[str] = ("model", "sigma"),
                     settings: BootstrapSettings | None = None) -> dict[str, Any]:
     """Per arm (a group of runs by ``by``) and predictor: mean IoU and F1 over seeds with their interval
-    (bootstrap over seeds x test scenes); ΔIoU between every two arms' models (their seeds drawn apart) and
-    between each arm's model and its baselines (drawn run by run); ``notes`` says what could not be compared."""
+    (bootstrap over seeds x test scenes); ΔIoU between every two arms' models tested on the same pixels (their
+    seeds drawn apart) and between each arm's model and its baselines (drawn run by run); ``notes`` says what
+    could not be compared (e.g. arms on other data sets: other signal levels or label shifts of one sweep)."""
     settings = settings or BootstrapSettings()
     by = [c for c in by if c in table]
     arms_rows: list[dict[str, Any]] = []
@@ -267,13 +274,14 @@ def interval_tables(folder: str | Path, table: pd.DataFrame, by: Sequence[str] =
         for predictor in PREDICTORS:
             runs = [(run, scene_counts(metrics[run], predictor)) for run in group["run"]]
             found = [counts for _, counts in runs if counts]
+            digests = [scene_digests(metrics[run]) for run, counts in runs if counts]
             if predictor == "model" and len(found) < len(runs):
                 notes.append(f"{name}: {len(runs) - len(found)} run(s) without per-scene counts in metrics.json "
                              "(written before the intervals existed, or eval=none): left out of the intervals")
             if not found:
                 continue
             try:
-                arm = Arm.from_runs(name if predictor == "model" else f"{name} {predictor}", found)
+                arm = Arm.from_runs(name if predictor == "model" else f"{name} {predictor}", found, digests)
             except ValueError as exc:
                 notes.append(str(exc))
                 continue
@@ -287,11 +295,14 @@ def interval_tables(folder: str | Path, table: pd.DataFrame, by: Sequence[str] =
             continue
         models.append(arms["model"])
         for predictor in PREDICTORS[1:]:
-            both = [(scene_counts(metrics[r]), scene_counts(metrics[r], predictor)) for r in group["run"]]
-            both = [(m, b) for m, b in both if m and b]
+            both = [(scene_counts(metrics[r]), scene_counts(metrics[r], predictor), scene_digests(metrics[r]))
+                    for r in group["run"]]
+            both = [(m, b, d) for m, b, d in both if m and b]
             if both:  # a model and its own baseline: the same run, drawn together
-                comparisons.append(paired_comparison(Arm.from_runs(name, [m for m, _ in both]),
-                                                     Arm.from_runs(f"{name} {predictor}", [b for _, b in both]),
+                digests = [d for _, _, d in both]
+                comparisons.append(paired_comparison(Arm.from_runs(name, [m for m, _, _ in both], digests),
+                                                     Arm.from_runs(f"{name} {predictor}", [b for _, b, _ in both],
+                                                                   digests),
                                                      settings, paired_runs=True))
     for i, a in enumerate(models):
         for b in models[i + 1:]:

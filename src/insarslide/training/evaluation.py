@@ -94,6 +94,7 @@ class TestEvaluation(L.Callback):
         self.maps: dict[int, dict[str, np.ndarray]] = {}
         self.tested_rows: list[int] = []  # patch rows the test pass saw (fewer than the split with fast_dev_run)
         self.threshold = 0.5
+        self.scene_digests: dict[str, str] = {}
 
     # the pass
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -111,6 +112,9 @@ class TestEvaluation(L.Callback):
         self.maps = {}
         self.tested_rows = []
         test_rows = np.array([s.patch for s in datamodule.test_set.samples], dtype=np.int64)
+        scene_of_test = self._scene_of[test_rows]
+        self.scene_digests = {scene: store.content_digest(np.sort(test_rows[scene_of_test == scene]))[:16]
+                              for scene in np.unique(scene_of_test)}  # which pixels: the paired comparisons' check
         pixels = store.table["landslide_pixels"].to_numpy()[test_rows]
         top = test_rows[np.argsort(-pixels, kind="stable")[: self.num_maps]]
         named = _named_patch_indices(store.table, self.patches)
@@ -186,7 +190,7 @@ class TestEvaluation(L.Callback):
             calibration["fit"] = self.calibrator.fit
         return {"average_precision": ap, "calibration": calibration,
                 **object_sections(self.tally, self.size_edges, self.object_overlap, self.size_percentiles),
-                "uncertainty": model_uncertainty(self.scene_parts, self.bootstrap)}
+                "uncertainty": model_uncertainty(self.scene_parts, self.bootstrap, self.scene_digests)}
 
     def object_edges(self) -> tuple[float, float] | None:
         """The size-class edges of this pass (``metrics.json`` ``size_classes.edges_px``): fixed, or the
