@@ -221,6 +221,7 @@ def build_patches(
 def print_report(report: BuildReport) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(stderr=True)
     table = Table(title=f"patches: {report.patches} from {len(report.results)} scene(s) in {report.seconds:.1f} s")
@@ -230,8 +231,8 @@ def print_report(report: BuildReport) -> None:
         table.add_row(r.event_id, str(r.patches), str(r.landslide_patches), str(r.skipped_empty),
                       "resumed (shard exists)" if r.resumed else "; ".join(r.warnings))
     console.print(table)
-    for scene, message in report.failures:
-        console.print(f"[red]FAILED[/red] {scene}: {message}")
+    for scene, message in report.failures:  # as plain text, never folded: the file name stays whole and searchable
+        console.print(Text.assemble(("FAILED", "red"), f" {scene}: {message}"), soft_wrap=True)
 
 
 LEGACY_VERSION = 1

@@ -198,3 +198,21 @@ def test_catalogue_fills_snap_export_attributes(tmp_path):
     info = {s.info["event_id"]: s.info for s in store.shards}["lombok_2018"]
     assert info["region"] == "Lombok, Indonesia" and info["attrs"]["pre_date"] == "2018-08-11"
     assert store.table["landslide_pixels"].sum() > 0
+
+
+@pytest.mark.parametrize("printer", ["patches", "predict"])
+def test_failure_lines_keep_long_file_names_whole_on_a_narrow_terminal(printer, monkeypatch, capsys):
+    # Rich folds long lines at the console width (COLUMNS, else 80): a path longer than that came out cut in two
+    # ("bro" / "ken.nc"), and "[0, 1]" could be read as markup. Failure lines are plain text, never folded.
+    from data_prep.patches import BuildReport, print_report as patches_report
+    from insarslide.inference.predict import PredictionReport, print_report as predict_report
+
+    monkeypatch.setenv("COLUMNS", "40")
+    scene = "/very/long/folder/" + "x" * 60 + "/broken.nc"
+    failures = [(scene, "valid: values outside [0, 1] in variable 'valid_mask'")]
+    if printer == "patches":
+        patches_report(BuildReport([], failures, 0.1))
+    else:
+        predict_report(PredictionReport([], failures, 0.5, 0.1))
+    err = capsys.readouterr().err
+    assert f"FAILED {scene}: valid: values outside [0, 1] in variable 'valid_mask'\n" in err

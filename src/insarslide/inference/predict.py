@@ -368,6 +368,7 @@ def predict_scenes(cfg: Any) -> PredictionReport:
 def print_report(report: PredictionReport) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(stderr=True)
     table = Table(title=f"prediction: {len(report.results)} scene(s), threshold {report.threshold:.3f}, "
@@ -380,8 +381,8 @@ def print_report(report: PredictionReport) -> None:
             kept += f" (recomputed: {r.recomputed})"
         table.add_row(r.event_id, str(r.windows), str(r.regions), str(len(r.written)), kept, "; ".join(r.warnings))
     console.print(table)
-    for scene, message in report.failures:
-        console.print(f"[red]FAILED[/red] {scene}: {message}")
+    for scene, message in report.failures:  # as plain text, never folded: the file name stays whole and searchable
+        console.print(Text.assemble(("FAILED", "red"), f" {scene}: {message}"), soft_wrap=True)
 
 
 def failure_summary(report: PredictionReport) -> str:

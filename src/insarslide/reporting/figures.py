@@ -151,7 +151,7 @@ def arms_figure(arms: pd.DataFrame, label_columns: Sequence[str], title: str = "
     report's ``table_arms.csv`` as a picture, the model beside its baselines on the same scenes."""
     shown = [p for p in predictors if p in set(arms["predictor"])]
     groups = list(dict.fromkeys(tuple(row[c] for c in label_columns) for _, row in arms.iterrows()))
-    fig = Figure(figsize=(max(5, 1.0 * len(groups) * max(1, len(shown)) / 2), 4))
+    fig = Figure(figsize=(max(5, 1.0 * len(groups) * max(1, len(shown)) / 2) + 1.8, 4))  # + the legend's room
     ax = fig.subplots()
     x = np.arange(len(groups))
     width = 0.8 / max(1, len(shown))
@@ -163,7 +163,7 @@ def arms_figure(arms: pd.DataFrame, label_columns: Sequence[str], title: str = "
                yerr=np.vstack([values - low, high - values]), capsize=3)
     ax.set_xticks(x, [" ".join(str(v) for v in g) for g in groups], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test IoU [95% interval]")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a bar
     ax.set_title(title or "test IoU per arm, model and baselines")
     fig.tight_layout()
     return fig
