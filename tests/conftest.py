@@ -12,6 +12,11 @@ from omegaconf import OmegaConf
 import insarslide.config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest-xdist: share the cores between the workers, not 2 x all
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 CONF = REPO / "conf"
 # Parameters of the thesis models in millions, to one decimal (thesis table 5.2; 7 input bands, 1 class).
 THESIS_MILLIONS = {"unet_r34": 24.4, "upernet_convnext": 37.1, "segformer_b2": 24.7, "segformer_b3": 44.6}
