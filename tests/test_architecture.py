@@ -69,3 +69,16 @@ def test_the_package_never_imports_data_prep():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "data_prep" for n in names), f"{path} imports data_prep"
+
+
+def test_test_modules_share_helpers_through_conftest_and_tests_data_only():
+    # A test module imported by another runs its tests' module-level code twice and ties the two files together;
+    # shared helpers live in conftest.py or tests/data/ (issue 19).
+    tests = Path(__file__).resolve().parent
+    offenders = []
+    for path in sorted(tests.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {name}" for name in names if name.split(".")[0].startswith("test_")]
+    assert offenders == []
